@@ -1,0 +1,3 @@
+from echocenter.cli import main
+
+main()

@@ -1,0 +1,136 @@
+"""The FastAPI application: factory and lifespan (migrations, first admin, background tasks)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+import httpx
+from fastapi import FastAPI
+
+from echocenter.api import health
+from echocenter.api.body_limit import BodySizeLimit
+from echocenter.auth import api as auth_api
+from echocenter.auth import service as auth_service
+from echocenter.connectors import api as connectors_api
+from echocenter.db.engine import make_engine, make_sessionmaker
+from echocenter.db.migrate import upgrade_to_head
+from echocenter.errors import install_error_handlers
+from echocenter.integration_logs import service as logs
+from echocenter.logging_setup import log_event
+from echocenter.runtime import Runtime
+from echocenter.secretbox import SecretBox
+from echocenter.settings import Environment, Settings
+
+log = logging.getLogger(__name__)
+
+
+class BackgroundTasks:
+    """Tasks the app holds for its lifetime; a failure is logged, never lost, and stop cancels them all."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, name: str, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background_task_failed task=%s", task.get_name(), exc_info=task.exception())
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def _every(seconds: float, job: Callable[[], Awaitable[None]]) -> None:
+    while True:
+        try:
+            await job()
+        except Exception:
+            log.exception("periodic_job_failed")
+        await asyncio.sleep(seconds)
+
+
+async def _ensure_first_admin(runtime: Runtime) -> None:
+    settings = runtime.settings
+    async with runtime.sessions() as session:
+        if settings.initial_admin_user and settings.initial_admin_pass:
+            if await auth_service.ensure_initial_admin(
+                session, username=settings.initial_admin_user, password=settings.initial_admin_pass
+            ):
+                log_event(log, "initial_admin_created", username=settings.initial_admin_user)
+            return
+        if await auth_service.count_users(session) > 0 or settings.environment is not Environment.DEVELOPMENT:
+            return
+        # A fresh development install with no admin configured: make one, and hand its password over in a
+        # file only the owner can read (never in the log).
+        password = secrets.token_urlsafe(18)
+        await auth_service.ensure_initial_admin(session, username="admin", password=password)
+        path = settings.data_dir / "initial-admin-password"
+        path.touch(mode=0o600)
+        path.write_text(password + "\n")
+        log_event(log, "initial_admin_created", username="admin", password_file=str(path))
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.resolve_generated_secrets()
+        engine = make_engine(settings.resolved_database_url, schema=settings.database_schema)
+        await upgrade_to_head(engine)
+        http = httpx.AsyncClient(limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))
+        runtime = Runtime(
+            settings=settings,
+            engine=engine,
+            sessions=make_sessionmaker(engine),
+            secrets=SecretBox(settings.secrets_key),
+            http=http,
+        )
+        app.state.runtime = runtime
+        await _ensure_first_admin(runtime)
+
+        async def prune_logs() -> None:
+            async with runtime.sessions() as session:
+                removed = await logs.prune(
+                    session,
+                    max_age=timedelta(days=settings.log_retention_days),
+                    max_rows=settings.log_retention_max_rows,
+                )
+            if removed:
+                log_event(log, "integration_logs_pruned", removed=removed)
+
+        tasks = BackgroundTasks()
+        tasks.start("log-retention", _every(settings.log_retention_sweep_seconds, prune_logs))
+        app.state.tasks = tasks
+        log_event(log, "service_started", environment=settings.environment.value, database=engine.dialect.name)
+        try:
+            yield
+        finally:
+            await tasks.stop()
+            await http.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="EchoCenter",
+        version="0.1.0",
+        summary="Feishu Butler with a human gate on every command",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.include_router(health.router)
+    app.include_router(auth_api.router)
+    app.include_router(connectors_api.router)
+    return app

@@ -1,0 +1,1 @@
+"""Users, password hashing, JWT and the ``CurrentUser`` / ``CurrentAdmin`` dependencies."""

@@ -1,0 +1,98 @@
+"""`echocenter serve | migrate | admin create`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+
+from echocenter.settings import Settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from echocenter.app import create_app
+    from echocenter.logging_setup import configure_logging
+
+    settings = Settings()
+    configure_logging(settings.log_level)
+    host = args.host or settings.host
+    port = args.port or settings.port
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
+    return 0
+
+
+async def _migrate() -> None:
+    from echocenter.db.engine import make_engine
+    from echocenter.db.migrate import upgrade_to_head
+
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url, schema=settings.database_schema)
+    try:
+        await upgrade_to_head(engine)
+    finally:
+        await engine.dispose()
+
+
+async def _create_admin(username: str, password: str, role: str) -> None:
+    from echocenter.auth.service import create_user
+    from echocenter.db.engine import make_engine, make_sessionmaker
+    from echocenter.db.models import Role
+
+    await _migrate()
+    settings = Settings()
+    engine = make_engine(settings.resolved_database_url, schema=settings.database_schema)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            await create_user(session, username=username, password=password, role=Role(role))
+    finally:
+        await engine.dispose()
+
+
+def _admin_create(args: argparse.Namespace) -> int:
+    from echocenter.auth.passwords import MIN_PASSWORD_LENGTH
+    from echocenter.errors import Conflict
+
+    password = os.environ.get("ECHOCENTER_NEW_PASSWORD") or getpass.getpass(f"password for {args.username}: ")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        print(f"error: the password needs at least {MIN_PASSWORD_LENGTH} characters", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_create_admin(args.username, password, args.role))
+    except Conflict as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    print(f"created {args.role} {args.username}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="echocenter", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the service (settings from the environment, see README)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(run=_serve)
+
+    migrate = commands.add_parser("migrate", help="apply database migrations and exit")
+    migrate.set_defaults(run=lambda _args: asyncio.run(_migrate()) or 0)
+
+    admin = commands.add_parser("admin", help="manage users")
+    admin_commands = admin.add_subparsers(dest="admin_command", required=True)
+    create = admin_commands.add_parser(
+        "create", help="create a user (password from ECHOCENTER_NEW_PASSWORD or a prompt)"
+    )
+    create.add_argument("--username", required=True)
+    create.add_argument("--role", choices=["ADMIN", "MEMBER"], default="ADMIN")
+    create.set_defaults(run=_admin_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    sys.exit(args.run(args))

@@ -1,0 +1,1 @@
+"""Feishu connector administration: configure, verify, enable, read logs."""

@@ -1,0 +1,120 @@
+"""Admin routes for Feishu connectors (the seed's six routes plus list/read/delete)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response, status
+
+from echocenter.api.deps import CurrentAdmin, RuntimeDep, SessionDep
+from echocenter.connectors import service
+from echocenter.connectors.schemas import (
+    ConnectorList,
+    ConnectorOut,
+    ConnectorSettings,
+    EnableRequest,
+    VerifyResult,
+)
+from echocenter.db.models import LogLevel
+from echocenter.integration_logs import service as logs
+from echocenter.integration_logs.schemas import LogEntryOut, LogPageOut
+
+router = APIRouter(prefix="/api/integrations/feishu", tags=["feishu connectors"])
+
+ConnectorId = Annotated[int, Path(ge=1, le=2**31 - 1, description="connector id")]
+
+
+@router.get("", response_model=ConnectorList, summary="List connectors")
+async def list_connectors(_: CurrentAdmin, session: SessionDep) -> ConnectorList:
+    return ConnectorList(items=[service.to_out(c) for c in await service.list_connectors(session)])
+
+
+@router.post("", response_model=ConnectorOut, status_code=status.HTTP_201_CREATED, summary="Create a connector")
+async def create_connector(
+    body: ConnectorSettings, admin: CurrentAdmin, runtime: RuntimeDep, session: SessionDep
+) -> ConnectorOut:
+    connector = await service.create_connector(session, box=runtime.secrets, data=body, actor=admin.username)
+    return service.to_out(connector)
+
+
+@router.get("/{connector_id}", response_model=ConnectorOut, summary="Read a connector")
+async def read_connector(connector_id: ConnectorId, _: CurrentAdmin, session: SessionDep) -> ConnectorOut:
+    return service.to_out(await service.get_connector(session, connector_id))
+
+
+@router.patch(
+    "/{connector_id}",
+    response_model=ConnectorOut,
+    summary="Change some settings",
+    description="Only the fields sent change. A new app_id, app_secret, verification_token or encrypt_key "
+    "resets verification and disables the connector. A secret set to null or \"\" is cleared.",
+)
+async def update_connector(
+    connector_id: ConnectorId,
+    body: ConnectorSettings,
+    admin: CurrentAdmin,
+    runtime: RuntimeDep,
+    session: SessionDep,
+) -> ConnectorOut:
+    connector = await service.get_connector(session, connector_id)
+    connector = await service.update_connector(
+        session, box=runtime.secrets, connector=connector, data=body, actor=admin.username
+    )
+    return service.to_out(connector)
+
+
+@router.delete("/{connector_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a connector")
+async def delete_connector(connector_id: ConnectorId, admin: CurrentAdmin, session: SessionDep) -> Response:
+    connector = await service.get_connector(session, connector_id)
+    await service.delete_connector(session, connector=connector, actor=admin.username)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/{connector_id}/verify-callback",
+    response_model=VerifyResult,
+    summary="Check the credentials against Feishu's auth API",
+    description="Calls tenant_access_token/internal. `ok` is true only for code 0 with a token; otherwise "
+    "`message` says what went wrong and `detail` carries Feishu's code and msg.",
+)
+async def verify_connector(
+    connector_id: ConnectorId, admin: CurrentAdmin, runtime: RuntimeDep, session: SessionDep
+) -> VerifyResult:
+    connector = await service.get_connector(session, connector_id)
+    result = await service.verify_connector(session, runtime=runtime, connector=connector, actor=admin.username)
+    return VerifyResult(
+        ok=result.ok, message=result.message, detail=result.detail, connector=service.to_out(connector)
+    )
+
+
+@router.patch("/{connector_id}/enable", response_model=ConnectorOut, summary="Enable or disable")
+async def enable_connector(
+    connector_id: ConnectorId, body: EnableRequest, admin: CurrentAdmin, session: SessionDep
+) -> ConnectorOut:
+    connector = await service.get_connector(session, connector_id)
+    connector = await service.set_enabled(
+        session, connector=connector, enabled=body.enabled, actor=admin.username
+    )
+    return service.to_out(connector)
+
+
+@router.get("/{connector_id}/logs", response_model=LogPageOut, summary="Integration log, newest first")
+async def connector_logs(
+    connector_id: ConnectorId,
+    _: CurrentAdmin,
+    session: SessionDep,
+    cursor: Annotated[str | None, Query(pattern=r"^[1-9][0-9]{0,18}$", description="next_cursor")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+    level: LogLevel | None = None,
+) -> LogPageOut:
+    await service.get_connector(session, connector_id)
+    page = await logs.page(
+        session,
+        connector_id=connector_id,
+        limit=limit,
+        cursor=int(cursor) if cursor else None,
+        action=action,
+        level=level,
+    )
+    return LogPageOut(items=[LogEntryOut.model_validate(e) for e in page.items], next_cursor=page.next_cursor)

@@ -1,0 +1,270 @@
+"""Connector lifecycle: create, update (credential changes reset verification), verify, enable, delete."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from echocenter.connectors.schemas import ConnectorOut, ConnectorSettings
+from echocenter.db.models import FeishuConnector, LogLevel
+from echocenter.db.types import utcnow
+from echocenter.errors import Conflict, ConnectorNotVerified, InvalidRequest, NotFound
+from echocenter.feishu.openapi import FeishuError, request_tenant_token
+from echocenter.integration_logs.service import LogAction, record
+from echocenter.runtime import Runtime
+from echocenter.secretbox import SecretBox, mask, secret_hint
+
+SECRET_FIELDS = ("app_secret", "verification_token", "encrypt_key")
+# A change to any of these means the stored verification no longer proves anything.
+CREDENTIAL_FIELDS = ("app_id", *SECRET_FIELDS)
+
+
+def to_out(connector: FeishuConnector) -> ConnectorOut:
+    secrets: dict[str, Any] = {}
+    for name in SECRET_FIELDS:
+        has = getattr(connector, f"{name}_enc") is not None
+        secrets[f"has_{name}"] = has
+        secrets[f"{name}_mask"] = mask(has, getattr(connector, f"{name}_hint"))
+    return ConnectorOut(
+        id=connector.id,
+        connector_name=connector.connector_name,
+        app_id=connector.app_id,
+        allow_dm=connector.allow_dm,
+        allow_group_mention=connector.allow_group_mention,
+        mention_required=connector.mention_required,
+        allowed_chat_ids=list(connector.allowed_chat_ids),
+        user_whitelist=list(connector.user_whitelist),
+        approvers=list(connector.approvers),
+        prefix_command=connector.prefix_command,
+        ignore_bot_messages=connector.ignore_bot_messages,
+        rate_limit_per_minute=connector.rate_limit_per_minute,
+        enabled=connector.enabled,
+        status=connector.status,  # type: ignore[arg-type]
+        callback_verified=connector.callback_verified,
+        last_verified_at=connector.last_verified_at,
+        last_error=connector.last_error,
+        last_event_at=connector.last_event_at,
+        created_at=connector.created_at,
+        updated_at=connector.updated_at,
+        **secrets,
+    )
+
+
+def read_secret(box: SecretBox, connector: FeishuConnector, name: str) -> str | None:
+    token: str | None = getattr(connector, f"{name}_enc")
+    return box.decrypt(token) if token is not None else None
+
+
+def _store_secret(box: SecretBox, connector: FeishuConnector, name: str, value: str | None) -> None:
+    value = value or None  # "" clears, like null
+    setattr(connector, f"{name}_enc", box.encrypt(value) if value else None)
+    setattr(connector, f"{name}_hint", secret_hint(value) if value else None)
+
+
+@asynccontextmanager
+async def _app_id_must_be_unique(session: AsyncSession) -> AsyncIterator[None]:
+    try:
+        yield
+    except IntegrityError as exc:
+        await session.rollback()
+        raise Conflict("another connector already uses this App ID", field="app_id") from exc
+
+
+async def list_connectors(session: AsyncSession) -> list[FeishuConnector]:
+    return list(await session.scalars(select(FeishuConnector).order_by(FeishuConnector.id)))
+
+
+async def get_connector(session: AsyncSession, connector_id: int) -> FeishuConnector:
+    connector = await session.get(FeishuConnector, connector_id)
+    if connector is None:
+        raise NotFound(f"connector {connector_id} does not exist")
+    return connector
+
+
+async def create_connector(
+    session: AsyncSession, *, box: SecretBox, data: ConnectorSettings, actor: str
+) -> FeishuConnector:
+    values = data.model_dump(exclude=set(SECRET_FIELDS))
+    values["app_id"] = values["app_id"] or None
+    connector = FeishuConnector(**values)
+    for name in SECRET_FIELDS:
+        _store_secret(box, connector, name, getattr(data, name))
+    session.add(connector)
+    async with _app_id_must_be_unique(session):
+        await session.flush()  # assigns the id the log entry needs
+        record(
+            session,
+            connector_id=connector.id,
+            action=LogAction.CREATE_CONNECTOR,
+            actor=actor,
+            app_id=connector.app_id,
+            fields=sorted(data.model_fields_set),
+        )
+        await session.commit()
+    return connector
+
+
+async def update_connector(
+    session: AsyncSession, *, box: SecretBox, connector: FeishuConnector, data: ConnectorSettings, actor: str
+) -> FeishuConnector:
+    changed: list[str] = []
+    for name in sorted(data.model_fields_set):
+        new = getattr(data, name)
+        if name in SECRET_FIELDS:
+            if (new or None) != read_secret(box, connector, name):
+                _store_secret(box, connector, name, new)
+                changed.append(name)
+        else:
+            if name == "app_id":
+                new = new or None
+            if new != getattr(connector, name):
+                setattr(connector, name, new)
+                changed.append(name)
+
+    credentials_changed = [name for name in changed if name in CREDENTIAL_FIELDS]
+    was_enabled = connector.enabled
+    if credentials_changed:
+        connector.callback_verified = False
+        connector.last_verified_at = None
+        connector.enabled = False
+    if changed:
+        connector.updated_at = utcnow()
+        record(
+            session,
+            connector_id=connector.id,
+            action=LogAction.UPDATE_CONNECTOR,
+            level=LogLevel.WARN if credentials_changed else LogLevel.INFO,
+            actor=actor,
+            changed=changed,
+            verification_reset=bool(credentials_changed),
+        )
+    if credentials_changed and was_enabled:
+        record(
+            session,
+            connector_id=connector.id,
+            action=LogAction.DISABLE_CONNECTOR,
+            level=LogLevel.WARN,
+            actor=actor,
+            reason="credentials_changed",
+        )
+    async with _app_id_must_be_unique(session):
+        await session.commit()
+    return connector
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    ok: bool
+    message: str
+    detail: dict[str, Any]
+
+
+async def verify_connector(
+    session: AsyncSession, *, runtime: Runtime, connector: FeishuConnector, actor: str
+) -> Verification:
+    """Ask Feishu for a tenant token with the stored credentials; only a code-0 token verifies."""
+    if not connector.app_id:
+        raise InvalidRequest("app_id is empty: set the App ID before verifying", field="app_id")
+    secret = read_secret(runtime.secrets, connector, "app_secret")
+    if not secret:
+        raise InvalidRequest("app_secret is not set: set the App Secret before verifying", field="app_secret")
+
+    # What the check is made with; the result is stored only if these are still the stored credentials.
+    checked = {"app_id": connector.app_id, "app_secret_enc": connector.app_secret_enc}
+    settings = runtime.settings
+    try:
+        token = await request_tenant_token(
+            runtime.http,
+            base_url=settings.feishu_base_url,
+            app_id=connector.app_id,
+            app_secret=secret,
+            timeout=settings.feishu_http_timeout,
+        )
+    except FeishuError as exc:
+        result = Verification(ok=False, message=exc.message, detail=exc.detail())
+    else:
+        result = Verification(
+            ok=True,
+            message="Feishu accepted the App ID and App Secret",
+            detail={"token_expires_in": token.expire_seconds},
+        )
+
+    now = utcnow()
+    applied = await session.execute(
+        update(FeishuConnector)
+        .where(
+            FeishuConnector.id == connector.id,
+            FeishuConnector.app_id == checked["app_id"],
+            FeishuConnector.app_secret_enc == checked["app_secret_enc"],
+        )
+        .values(
+            callback_verified=result.ok,
+            last_verified_at=now if result.ok else None,
+            last_error=None if result.ok else result.message,
+            updated_at=now,
+            **({} if result.ok else {"enabled": False}),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    stale = applied.rowcount == 0  # type: ignore[attr-defined]
+    if stale:
+        result = Verification(
+            ok=False,
+            message="the credentials changed while they were being verified: verify again",
+            detail={"error_kind": "stale"},
+        )
+    record(
+        session,
+        connector_id=connector.id,
+        action=LogAction.VERIFY_CALLBACK,
+        level=LogLevel.INFO if result.ok else LogLevel.WARN,
+        actor=actor,
+        ok=result.ok,
+        message=result.message,
+        base_url=settings.feishu_base_url,
+        **result.detail,
+    )
+    await session.commit()
+    await session.refresh(connector)
+    return result
+
+
+async def set_enabled(
+    session: AsyncSession, *, connector: FeishuConnector, enabled: bool, actor: str
+) -> FeishuConnector:
+    if enabled and not connector.callback_verified:
+        raise ConnectorNotVerified(
+            "the connector is not verified: run POST /api/integrations/feishu/{id}/verify-callback "
+            "successfully before enabling it".replace("{id}", str(connector.id))
+        )
+    if connector.enabled != enabled:
+        connector.enabled = enabled
+        connector.updated_at = utcnow()
+        record(
+            session,
+            connector_id=connector.id,
+            action=LogAction.ENABLE_CONNECTOR if enabled else LogAction.DISABLE_CONNECTOR,
+            actor=actor,
+        )
+        await session.commit()
+    return connector
+
+
+async def delete_connector(session: AsyncSession, *, connector: FeishuConnector, actor: str) -> None:
+    # Its log entries go with it (ON DELETE CASCADE); the deletion itself is recorded without a connector.
+    record(
+        session,
+        connector_id=None,
+        action=LogAction.DELETE_CONNECTOR,
+        actor=actor,
+        deleted_connector_id=connector.id,
+        app_id=connector.app_id,
+    )
+    await session.delete(connector)
+    await session.commit()

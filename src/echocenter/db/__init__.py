@@ -1,0 +1,1 @@
+"""Storage: the async engine, ORM models and Alembic migrations."""

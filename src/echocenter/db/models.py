@@ -1,0 +1,111 @@
+"""ORM models. The schema itself is owned by the Alembic migrations in ``migrations/versions``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from echocenter.db.types import UTCDateTime, utcnow
+
+# BIGINT in PostgreSQL, INTEGER in SQLite (so it stays an alias of the rowid and autoincrements).
+BigIntId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Role(StrEnum):
+    ADMIN = "ADMIN"
+    MEMBER = "MEMBER"
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16), default=Role.MEMBER.value)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LoginAttempt(Base):
+    """Failed-login counter per username (known or not), shared by every instance through the database."""
+
+    __tablename__ = "login_attempts"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ConnectorStatus(StrEnum):
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    ERROR = "error"
+
+
+class FeishuConnector(Base):
+    __tablename__ = "feishu_connectors"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    connector_name: Mapped[str] = mapped_column(String(100))
+    app_id: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    # Fernet tokens; the clear values never leave the service.
+    app_secret_enc: Mapped[str | None] = mapped_column(Text, nullable=True)
+    verification_token_enc: Mapped[str | None] = mapped_column(Text, nullable=True)
+    encrypt_key_enc: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Last characters of each secret, kept in clear only when the secret is long enough to spare them.
+    app_secret_hint: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    verification_token_hint: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    encrypt_key_hint: Mapped[str | None] = mapped_column(String(8), nullable=True)
+
+    allow_dm: Mapped[bool] = mapped_column(Boolean, default=True)
+    allow_group_mention: Mapped[bool] = mapped_column(Boolean, default=True)
+    mention_required: Mapped[bool] = mapped_column(Boolean, default=True)
+    allowed_chat_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    user_whitelist: Mapped[list[str]] = mapped_column(JSON, default=list)
+    approvers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    prefix_command: Mapped[str] = mapped_column(String(32), default="")
+    ignore_bot_messages: Mapped[bool] = mapped_column(Boolean, default=True)
+    rate_limit_per_minute: Mapped[int] = mapped_column(Integer, default=30)
+
+    enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default=ConnectorStatus.DISCONNECTED.value)
+    callback_verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class LogLevel(StrEnum):
+    INFO = "info"
+    WARN = "warn"
+    ERROR = "error"
+
+
+class IntegrationLog(Base):
+    __tablename__ = "integration_logs"
+    __table_args__ = (
+        Index("ix_integration_logs_connector_id_id", "connector_id", "id"),
+        Index("ix_integration_logs_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    connector_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("feishu_connectors.id", ondelete="CASCADE"), nullable=True
+    )
+    level: Mapped[str] = mapped_column(String(8))
+    action: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

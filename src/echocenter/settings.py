@@ -1,0 +1,96 @@
+"""Every environment variable EchoCenter reads, in one place (README's configuration table mirrors it)."""
+
+from __future__ import annotations
+
+import secrets
+from enum import StrEnum
+from pathlib import Path
+from collections.abc import Callable
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Values people paste from tutorials; refused as JWT_SECRET anywhere but development.
+_KNOWN_WEAK_SECRETS = {"changeme", "secret", "changethis", "jwt_secret", "password", "echocenter"}
+MIN_JWT_SECRET_LENGTH = 32
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    environment: Environment = Environment.DEVELOPMENT
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    log_level: str = "INFO"
+
+    data_dir: Path = Path("data")
+    database_url: str = ""  # empty: SQLite file <data_dir>/echocenter.db
+    # PostgreSQL only: the schema (search_path) EchoCenter's tables live in; empty = the server's default.
+    database_schema: str = ""
+
+    jwt_secret: str = ""  # empty in development: generated into <data_dir>/jwt.secret
+    jwt_expire_minutes: int = Field(default=720, ge=1)
+    # Fernet key for secrets at rest; empty: generated into <data_dir>/secrets.key on first start.
+    secrets_key: str = ""
+
+    initial_admin_user: str = ""
+    initial_admin_pass: str = ""
+
+    login_max_failures: int = Field(default=5, ge=1)
+    login_lockout_seconds: int = Field(default=300, ge=1)
+
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+    feishu_base_url: str = "https://open.feishu.cn"
+    feishu_http_timeout: float = Field(default=10.0, gt=0)
+
+    log_retention_days: int = Field(default=30, ge=1)
+    log_retention_max_rows: int = Field(default=100_000, ge=100)
+    log_retention_sweep_seconds: int = Field(default=3600, ge=1)
+
+    @model_validator(mode="after")
+    def _refuse_weak_secrets_outside_development(self) -> Settings:
+        if self.environment is Environment.PRODUCTION:
+            if not self.jwt_secret:
+                raise ValueError("JWT_SECRET is required when ENVIRONMENT=production")
+            if len(self.jwt_secret) < MIN_JWT_SECRET_LENGTH or self.jwt_secret.lower() in _KNOWN_WEAK_SECRETS:
+                raise ValueError(
+                    f"JWT_SECRET must be at least {MIN_JWT_SECRET_LENGTH} random characters "
+                    "(try: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+                )
+        elif self.jwt_secret and len(self.jwt_secret) < MIN_JWT_SECRET_LENGTH:
+            raise ValueError(f"JWT_SECRET must be at least {MIN_JWT_SECRET_LENGTH} characters")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'echocenter.db').as_posix()}"
+
+    def resolve_generated_secrets(self) -> None:
+        """Fill JWT_SECRET and SECRETS_KEY from files under data_dir, creating them on first start."""
+        from cryptography.fernet import Fernet
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self.jwt_secret:
+            self.jwt_secret = _read_or_create(self.data_dir / "jwt.secret", lambda: secrets.token_urlsafe(48))
+        if not self.secrets_key:
+            self.secrets_key = _read_or_create(
+                self.data_dir / "secrets.key", lambda: Fernet.generate_key().decode()
+            )
+
+
+def _read_or_create(path: Path, make: Callable[[], str]) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    value = make()
+    path.touch(mode=0o600)
+    path.write_text(value + "\n")
+    return value
