@@ -48,6 +48,8 @@ def make_settings(database: Database, tmp_path: Path, **overrides: Any) -> Setti
         "login_max_failures": 3,
         "login_lockout_seconds": 60,
         "max_body_bytes": 64 * 1024,
+        "password_hash_memory_kib": 1024,  # the test environment may hash cheaply
+        "password_hash_time_cost": 1,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -60,7 +62,9 @@ class Server:
     client: httpx.AsyncClient  # authenticated as the initial admin
 
     async def login(self, username: str, password: str) -> str:
-        response = await self.client.post("/api/auth/login", json={"username": username, "password": password})
+        response = await self.client.post(
+            "/api/auth/login", json={"username": username, "password": password}
+        )
         assert response.status_code == 200, response.text
         token: str = response.json()["token"]
         return token

@@ -16,6 +16,7 @@ from echocenter.api import health
 from echocenter.api.body_limit import BodySizeLimit
 from echocenter.auth import api as auth_api
 from echocenter.auth import service as auth_service
+from echocenter.auth.passwords import passwords_for
 from echocenter.connectors import api as connectors_api
 from echocenter.db.engine import make_engine, make_sessionmaker
 from echocenter.db.migrate import upgrade_to_head
@@ -66,7 +67,10 @@ async def _ensure_first_admin(runtime: Runtime) -> None:
     async with runtime.sessions() as session:
         if settings.initial_admin_user and settings.initial_admin_pass:
             if await auth_service.ensure_initial_admin(
-                session, username=settings.initial_admin_user, password=settings.initial_admin_pass
+                session,
+                passwords=runtime.passwords,
+                username=settings.initial_admin_user,
+                password=settings.initial_admin_pass,
             ):
                 log_event(log, "initial_admin_created", username=settings.initial_admin_user)
             return
@@ -75,7 +79,9 @@ async def _ensure_first_admin(runtime: Runtime) -> None:
         # A fresh development install with no admin configured: make one, and hand its password over in a
         # file only the owner can read (never in the log).
         password = secrets.token_urlsafe(18)
-        await auth_service.ensure_initial_admin(session, username="admin", password=password)
+        await auth_service.ensure_initial_admin(
+            session, passwords=runtime.passwords, username="admin", password=password
+        )
         path = settings.data_dir / "initial-admin-password"
         path.touch(mode=0o600)
         path.write_text(password + "\n")
@@ -96,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             engine=engine,
             sessions=make_sessionmaker(engine),
             secrets=SecretBox(settings.secrets_key),
+            passwords=passwords_for(settings.password_hash_memory_kib, settings.password_hash_time_cost),
             http=http,
         )
         app.state.runtime = runtime
@@ -114,7 +121,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tasks = BackgroundTasks()
         tasks.start("log-retention", _every(settings.log_retention_sweep_seconds, prune_logs))
         app.state.tasks = tasks
-        log_event(log, "service_started", environment=settings.environment.value, database=engine.dialect.name)
+        log_event(
+            log, "service_started", environment=settings.environment.value, database=engine.dialect.name
+        )
         try:
             yield
         finally:

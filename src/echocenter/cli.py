@@ -39,6 +39,7 @@ async def _migrate() -> None:
 
 
 async def _create_admin(username: str, password: str, role: str) -> None:
+    from echocenter.auth.passwords import passwords_for
     from echocenter.auth.service import create_user
     from echocenter.db.engine import make_engine, make_sessionmaker
     from echocenter.db.models import Role
@@ -48,7 +49,10 @@ async def _create_admin(username: str, password: str, role: str) -> None:
     engine = make_engine(settings.resolved_database_url, schema=settings.database_schema)
     try:
         async with make_sessionmaker(engine)() as session:
-            await create_user(session, username=username, password=password, role=Role(role))
+            passwords = passwords_for(settings.password_hash_memory_kib, settings.password_hash_time_cost)
+            await create_user(
+                session, passwords=passwords, username=username, password=password, role=Role(role)
+            )
     finally:
         await engine.dispose()
 

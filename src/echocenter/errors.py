@@ -32,7 +32,11 @@ class EchoCenterError(Exception):
     code = "internal_error"
 
     def __init__(
-        self, message: str = "internal error", *, field: str | None = None, headers: dict[str, str] | None = None
+        self,
+        message: str = "internal error",
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -123,7 +127,9 @@ async def _on_domain_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    fields = [{"field": _field_name(tuple(e["loc"])), "message": _validation_message(e)} for e in exc.errors()]
+    fields = [
+        {"field": _field_name(tuple(e["loc"])), "message": _validation_message(e)} for e in exc.errors()
+    ]
     summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
     return JSONResponse(error_body("validation_error", summary, fields), status_code=422)
 

@@ -8,7 +8,8 @@ from typing import Any
 
 class _KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        base = f"{self.formatTime(record, '%Y-%m-%dT%H:%M:%S')} {record.levelname:<7} {record.name} {record.getMessage()}"
+        when = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
+        base = f"{when} {record.levelname:<7} {record.name} {record.getMessage()}"
         fields: dict[str, Any] | None = getattr(record, "fields", None)
         if fields:
             base += " " + " ".join(f"{k}={v!r}" for k, v in fields.items())

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from echocenter.auth.passwords import Passwords
 from echocenter.secretbox import SecretBox
 from echocenter.settings import Settings
 
@@ -17,4 +18,5 @@ class Runtime:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     secrets: SecretBox
+    passwords: Passwords
     http: httpx.AsyncClient  # one pooled client for every call to Feishu

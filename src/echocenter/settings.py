@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from collections.abc import Callable
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     initial_admin_user: str = ""
     initial_admin_pass: str = ""
 
+    # Argon2id cost; below OWASP's floor (19 MiB, 2 passes) is refused except in the test environment.
+    password_hash_memory_kib: int = Field(default=65_536, ge=1024)
+    password_hash_time_cost: int = Field(default=3, ge=1)
+
     login_max_failures: int = Field(default=5, ge=1)
     login_lockout_seconds: int = Field(default=300, ge=1)
 
@@ -66,6 +70,10 @@ class Settings(BaseSettings):
                 )
         elif self.jwt_secret and len(self.jwt_secret) < MIN_JWT_SECRET_LENGTH:
             raise ValueError(f"JWT_SECRET must be at least {MIN_JWT_SECRET_LENGTH} characters")
+        if self.environment is not Environment.TEST and (
+            self.password_hash_memory_kib < 19_456 or self.password_hash_time_cost < 2
+        ):
+            raise ValueError("PASSWORD_HASH_MEMORY_KIB must be >= 19456 and PASSWORD_HASH_TIME_COST >= 2")
         return self
 
     @property

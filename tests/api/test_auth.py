@@ -11,7 +11,9 @@ from tests.conftest import ADMIN_PASS, ADMIN_USER, Server
 
 
 async def test_login_returns_a_token_and_the_user(server: Server) -> None:
-    response = await server.client.post("/api/auth/login", json={"username": ADMIN_USER, "password": ADMIN_PASS})
+    response = await server.client.post(
+        "/api/auth/login", json={"username": ADMIN_USER, "password": ADMIN_PASS}
+    )
     assert response.status_code == 200
     body = response.json()
     assert body["user"]["username"] == ADMIN_USER
@@ -44,9 +46,13 @@ async def test_login_with_wrong_types_names_the_field(server: Server) -> None:
 
 async def test_repeated_failures_lock_the_username_even_for_the_right_password(server: Server) -> None:
     for _ in range(server.settings.login_max_failures):
-        response = await server.client.post("/api/auth/login", json={"username": ADMIN_USER, "password": "nope"})
+        response = await server.client.post(
+            "/api/auth/login", json={"username": ADMIN_USER, "password": "nope"}
+        )
         assert response.status_code == 401
-    locked = await server.client.post("/api/auth/login", json={"username": ADMIN_USER, "password": ADMIN_PASS})
+    locked = await server.client.post(
+        "/api/auth/login", json={"username": ADMIN_USER, "password": ADMIN_PASS}
+    )
     assert locked.status_code == 429
     assert locked.json()["error"]["code"] == "too_many_requests"
     assert 1 <= int(locked.headers["Retry-After"]) <= server.settings.login_lockout_seconds + 1
@@ -65,15 +71,22 @@ async def test_a_success_clears_earlier_failures(server: Server) -> None:
         await server.client.post("/api/auth/login", json={"username": ADMIN_USER, "password": "nope"})
     await server.login(ADMIN_USER, ADMIN_PASS)
     for _ in range(server.settings.login_max_failures - 1):
-        response = await server.client.post("/api/auth/login", json={"username": ADMIN_USER, "password": "nope"})
+        response = await server.client.post(
+            "/api/auth/login", json={"username": ADMIN_USER, "password": "nope"}
+        )
         assert response.status_code == 401
     await server.login(ADMIN_USER, ADMIN_PASS)
 
 
 def _token(secret: str, **claims: object) -> str:
     now = utcnow()
-    base: dict[str, object] = {"sub": "1", "role": "ADMIN", "iss": "echocenter", "iat": now,
-                               "exp": now + timedelta(minutes=5)}
+    base: dict[str, object] = {
+        "sub": "1",
+        "role": "ADMIN",
+        "iss": "echocenter",
+        "iat": now,
+        "exp": now + timedelta(minutes=5),
+    }
     base.update(claims)
     return jwt.encode({k: v for k, v in base.items() if v is not None}, secret, algorithm="HS256")
 
@@ -103,7 +116,12 @@ async def test_expired_forged_and_claimless_tokens_are_401(server: Server) -> No
     no_exp = _token(secret, exp=None)
     wrong_issuer = _token(secret, iss="someone-else")
     async with httpx.AsyncClient(base_url=server.url) as anonymous:
-        for token, why in [(expired, "expired"), (forged, "forged"), (no_exp, "no exp"), (wrong_issuer, "iss")]:
+        for token, why in [
+            (expired, "expired"),
+            (forged, "forged"),
+            (no_exp, "no exp"),
+            (wrong_issuer, "iss"),
+        ]:
             response = await anonymous.get("/api/auth/me", headers={"Authorization": f"Bearer {token}"})
             assert response.status_code == 401, why
         response = await anonymous.get("/api/auth/me", headers={"Authorization": f"Bearer {expired}"})

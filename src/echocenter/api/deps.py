@@ -1,4 +1,4 @@
-"""FastAPI dependencies as ``Annotated`` aliases: ``SessionDep``, ``RuntimeDep``, ``CurrentUser``, ``CurrentAdmin``."""
+"""FastAPI dependencies as ``Annotated`` aliases: SessionDep, RuntimeDep, CurrentUser, CurrentAdmin."""
 
 from __future__ import annotations
 

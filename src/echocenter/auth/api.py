@@ -15,12 +15,16 @@ async def login(body: LoginRequest, runtime: RuntimeDep, session: SessionDep) ->
     settings = runtime.settings
     user = await service.authenticate(
         session,
+        passwords=runtime.passwords,
         username=body.username,
         password=body.password,
         policy=service.LoginPolicy(settings.login_max_failures, settings.login_lockout_seconds),
     )
     token = issue_token(
-        secret=settings.jwt_secret, user_id=user.id, role=user.role, expire_minutes=settings.jwt_expire_minutes
+        secret=settings.jwt_secret,
+        user_id=user.id,
+        role=user.role,
+        expire_minutes=settings.jwt_expire_minutes,
     )
     return LoginResponse(
         token=token, expires_in=settings.jwt_expire_minutes * 60, user=UserOut.model_validate(user)
@@ -38,6 +42,8 @@ async def list_users(_: CurrentAdmin, session: SessionDep) -> list[UserOut]:
 
 
 @router.post("/users", response_model=UserOut, status_code=status.HTTP_201_CREATED, summary="Create a user")
-async def create_user(body: UserCreate, _: CurrentAdmin, session: SessionDep) -> UserOut:
-    user = await service.create_user(session, username=body.username, password=body.password, role=body.role)
+async def create_user(body: UserCreate, _: CurrentAdmin, runtime: RuntimeDep, session: SessionDep) -> UserOut:
+    user = await service.create_user(
+        session, passwords=runtime.passwords, username=body.username, password=body.password, role=body.role
+    )
     return UserOut.model_validate(user)

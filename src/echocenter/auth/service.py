@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from echocenter.auth.passwords import hash_password, verify_password
+from echocenter.auth.passwords import Passwords
 from echocenter.db.models import LoginAttempt, Role, User
 from echocenter.db.types import utcnow
 from echocenter.errors import Conflict, NotAuthenticated, TooManyRequests
@@ -26,7 +26,7 @@ def _throttle_key(username: str) -> str:
 
 
 async def authenticate(
-    session: AsyncSession, *, username: str, password: str, policy: LoginPolicy
+    session: AsyncSession, *, passwords: Passwords, username: str, password: str, policy: LoginPolicy
 ) -> User:
     """Return the user, or raise NotAuthenticated (wrong credentials) / TooManyRequests (locked out).
 
@@ -40,7 +40,7 @@ async def authenticate(
         raise TooManyRequests(f"too many failed logins: try again in {wait} s", retry_after=wait)
 
     user = await session.scalar(select(User).where(User.username == username))
-    ok = await verify_password(user.password_hash if user else None, password)
+    ok = await passwords.verify(user.password_hash if user else None, password)
     if ok and user is not None and user.is_active:
         if attempt:
             await session.delete(attempt)
@@ -63,8 +63,10 @@ async def authenticate(
     raise NotAuthenticated("invalid username or password")
 
 
-async def create_user(session: AsyncSession, *, username: str, password: str, role: Role) -> User:
-    user = User(username=username, password_hash=await hash_password(password), role=role.value)
+async def create_user(
+    session: AsyncSession, *, passwords: Passwords, username: str, password: str, role: Role
+) -> User:
+    user = User(username=username, password_hash=await passwords.hash(password), role=role.value)
     session.add(user)
     try:
         await session.commit()
@@ -74,11 +76,13 @@ async def create_user(session: AsyncSession, *, username: str, password: str, ro
     return user
 
 
-async def ensure_initial_admin(session: AsyncSession, *, username: str, password: str) -> bool:
+async def ensure_initial_admin(
+    session: AsyncSession, *, passwords: Passwords, username: str, password: str
+) -> bool:
     """Create the configured first admin unless that username exists. True when it was created."""
     if await session.scalar(select(User.id).where(User.username == username)) is not None:
         return False
-    await create_user(session, username=username, password=password, role=Role.ADMIN)
+    await create_user(session, passwords=passwords, username=username, password=password, role=Role.ADMIN)
     return True
 
 

@@ -29,7 +29,9 @@ async def list_connectors(_: CurrentAdmin, session: SessionDep) -> ConnectorList
     return ConnectorList(items=[service.to_out(c) for c in await service.list_connectors(session)])
 
 
-@router.post("", response_model=ConnectorOut, status_code=status.HTTP_201_CREATED, summary="Create a connector")
+@router.post(
+    "", response_model=ConnectorOut, status_code=status.HTTP_201_CREATED, summary="Create a connector"
+)
 async def create_connector(
     body: ConnectorSettings, admin: CurrentAdmin, runtime: RuntimeDep, session: SessionDep
 ) -> ConnectorOut:
@@ -47,7 +49,7 @@ async def read_connector(connector_id: ConnectorId, _: CurrentAdmin, session: Se
     response_model=ConnectorOut,
     summary="Change some settings",
     description="Only the fields sent change. A new app_id, app_secret, verification_token or encrypt_key "
-    "resets verification and disables the connector. A secret set to null or \"\" is cleared.",
+    'resets verification and disables the connector. A secret set to null or "" is cleared.',
 )
 async def update_connector(
     connector_id: ConnectorId,
@@ -81,7 +83,9 @@ async def verify_connector(
     connector_id: ConnectorId, admin: CurrentAdmin, runtime: RuntimeDep, session: SessionDep
 ) -> VerifyResult:
     connector = await service.get_connector(session, connector_id)
-    result = await service.verify_connector(session, runtime=runtime, connector=connector, actor=admin.username)
+    result = await service.verify_connector(
+        session, runtime=runtime, connector=connector, actor=admin.username
+    )
     return VerifyResult(
         ok=result.ok, message=result.message, detail=result.detail, connector=service.to_out(connector)
     )

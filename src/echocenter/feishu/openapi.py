@@ -64,9 +64,13 @@ async def request_tenant_token(
         body = None
     if not isinstance(body, dict):
         if response.is_error:
-            raise FeishuError("http", f"Feishu answered HTTP {response.status_code}", http_status=response.status_code)
+            raise FeishuError(
+                "http", f"Feishu answered HTTP {response.status_code}", http_status=response.status_code
+            )
         raise FeishuError(
-            "bad_response", "Feishu's answer is not the JSON object expected", http_status=response.status_code
+            "bad_response",
+            "Feishu's answer is not the JSON object expected",
+            http_status=response.status_code,
         )
 
     code, msg = body.get("code"), body.get("msg")
@@ -74,7 +78,9 @@ async def request_tenant_token(
     msg = msg if isinstance(msg, str) else None
     if code is None:
         if response.is_error:
-            raise FeishuError("http", f"Feishu answered HTTP {response.status_code}", http_status=response.status_code)
+            raise FeishuError(
+                "http", f"Feishu answered HTTP {response.status_code}", http_status=response.status_code
+            )
         raise FeishuError("bad_response", "Feishu's answer has no code", http_status=response.status_code)
     if code != 0:
         hint = _CODE_HINTS.get(code, "Feishu refused the request")
@@ -87,5 +93,7 @@ async def request_tenant_token(
         )
     token, expire = body.get("tenant_access_token"), body.get("expire")
     if not isinstance(token, str) or not token:
-        raise FeishuError("bad_response", "Feishu answered code 0 but sent no tenant_access_token", feishu_code=0)
+        raise FeishuError(
+            "bad_response", "Feishu answered code 0 but sent no tenant_access_token", feishu_code=0
+        )
     return TenantToken(token=token, expire_seconds=expire if isinstance(expire, int) else 0)

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from echocenter.db.models import IntegrationLog, LogLevel
@@ -90,14 +90,19 @@ class LogPage:
 async def page(
     session: AsyncSession,
     *,
-    connector_id: int,
+    connector_id: int | None,
     limit: int,
     cursor: int | None = None,
     action: str | None = None,
     level: LogLevel | None = None,
 ) -> LogPage:
     """Newest first. ``next_cursor`` is None on the last page (one extra row is read to know)."""
-    query = select(IntegrationLog).where(IntegrationLog.connector_id == connector_id)
+    # connector_id None pages the entries that belong to no connector (e.g. deletions).
+    query = select(IntegrationLog).where(
+        IntegrationLog.connector_id.is_(None)
+        if connector_id is None
+        else IntegrationLog.connector_id == connector_id
+    )
     if cursor is not None:
         query = query.where(IntegrationLog.id < cursor)
     if action:
@@ -110,18 +115,25 @@ async def page(
     return LogPage(items=items, next_cursor=str(items[-1].id) if more else None)
 
 
-async def prune(session: AsyncSession, *, max_age: timedelta, max_rows: int, now: datetime | None = None) -> int:
+async def prune(
+    session: AsyncSession, *, max_age: timedelta, max_rows: int, now: datetime | None = None
+) -> int:
     """Delete entries older than ``max_age`` and all but the newest ``max_rows``. Returns how many went."""
     cutoff = (now or utcnow()) - max_age
-    removed = (await session.execute(delete(IntegrationLog).where(IntegrationLog.created_at < cutoff))).rowcount
+    removed = await _delete_where(session, IntegrationLog.created_at < cutoff)
     # The id of the newest entry beyond the cap; everything at or below it goes.
     boundary = await session.scalar(
         select(IntegrationLog.id).order_by(IntegrationLog.id.desc()).offset(max_rows).limit(1)
     )
     if boundary is not None:
-        removed += (await session.execute(delete(IntegrationLog).where(IntegrationLog.id <= boundary))).rowcount
+        removed += await _delete_where(session, IntegrationLog.id <= boundary)
     await session.commit()
-    return int(removed or 0)
+    return removed
+
+
+async def _delete_where(session: AsyncSession, condition: ColumnElement[bool]) -> int:
+    result = await session.execute(delete(IntegrationLog).where(condition))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def count(session: AsyncSession, *, connector_id: int | None = None) -> int:

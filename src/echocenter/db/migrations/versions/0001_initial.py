@@ -66,7 +66,9 @@ def upgrade() -> None:
     )
     op.create_table(
         "integration_logs",
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+        ),
         sa.Column(
             "connector_id",
             sa.Integer,
