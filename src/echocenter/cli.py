@@ -1,4 +1,4 @@
-"""`echocenter serve | migrate | admin create`."""
+"""`echocenter serve | emulator | migrate | admin create`."""
 
 from __future__ import annotations
 
@@ -22,6 +22,18 @@ def _serve(args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
+    return 0
+
+
+def _emulator(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from echocenter.emulator import create_emulator_app
+    from echocenter.emulator.state import World
+
+    print(f"Feishu emulator on http://{args.host}:{args.port}/  (chat page; control API under /control)")
+    print(f"default app: app_id={World.DEFAULT_APP_ID} app_secret={World.DEFAULT_APP_SECRET}")
+    uvicorn.run(create_emulator_app(), host=args.host, port=args.port, log_level="warning")
     return 0
 
 
@@ -82,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.set_defaults(run=_serve)
+
+    emulator = commands.add_parser("emulator", help="run the local Feishu emulator")
+    emulator.add_argument("--host", default="127.0.0.1")
+    emulator.add_argument("--port", type=int, default=9000)
+    emulator.set_defaults(run=_emulator)
 
     migrate = commands.add_parser("migrate", help="apply database migrations and exit")
     migrate.set_defaults(run=lambda _args: asyncio.run(_migrate()) or 0)

@@ -1,0 +1,271 @@
+"""Feishu Open API endpoints as Feishu answers them: auth, bot info, send / reply / patch messages."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from echocenter.emulator.events import parse_card
+from echocenter.emulator.state import App, Message, World, new_id, now_ms
+
+TEXT_LIMIT_BYTES = 150 * 1024
+CARD_LIMIT_BYTES = 30 * 1024
+MSG_TYPES = ("text", "post", "interactive")
+RECEIVE_ID_TYPES = ("chat_id", "open_id", "user_id", "union_id")
+
+MISSING_TOKEN = 99991661
+INVALID_TOKEN = 99991663
+RATE_LIMITED = 99991400
+FIELD_VALIDATION = 99992402
+INVALID_PARAM = 230001
+TOO_LONG = 230025
+
+
+class ApiError(Exception):
+    def __init__(
+        self, code: int, msg: str, *, status: int = 400, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(msg)
+        self.code, self.msg, self.status, self.headers = code, msg, status, headers
+
+
+def _ok(data: dict[str, Any] | None = None, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"code": 0, "msg": "success", **extra}
+    if data is not None:
+        body["data"] = data
+    return JSONResponse(body)
+
+
+def _error(exc: ApiError) -> JSONResponse:
+    return JSONResponse({"code": exc.code, "msg": exc.msg}, status_code=exc.status, headers=exc.headers)
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError as exc:
+        raise ApiError(FIELD_VALIDATION, "request body is not JSON") from exc
+    if not isinstance(body, dict):
+        raise ApiError(FIELD_VALIDATION, "request body must be a JSON object")
+    return body
+
+
+class OpenApi:
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def routes(self) -> list[Route]:
+        return [
+            Route(
+                "/open-apis/auth/v3/tenant_access_token/internal",
+                self._guard(self.tenant_token),
+                methods=["POST"],
+            ),
+            Route("/open-apis/bot/v3/info", self._guard(self.bot_info), methods=["GET"]),
+            Route("/open-apis/im/v1/messages", self._guard(self.create_message), methods=["POST"]),
+            Route("/open-apis/im/v1/messages/{message_id}/reply", self._guard(self.reply), methods=["POST"]),
+            Route(
+                "/open-apis/im/v1/messages/{message_id}", self._guard(self.patch_message), methods=["PATCH"]
+            ),
+            Route(
+                "/open-apis/interactive/v1/card/update",
+                self._guard(self.delayed_card_update),
+                methods=["POST"],
+            ),
+        ]
+
+    def _guard(self, handler: Any) -> Any:
+        async def endpoint(request: Request) -> JSONResponse:
+            self.world.counters[f"{request.method} {request.scope['route'].path}"] += 1
+            try:
+                response: JSONResponse = await handler(request)
+                return response
+            except ApiError as exc:
+                return _error(exc)
+
+        return endpoint
+
+    def _app(self, request: Request) -> App:
+        header = request.headers.get("authorization", "")
+        if not header.lower().startswith("bearer ") or not header[7:].strip():
+            raise ApiError(MISSING_TOKEN, "Missing access token for authorization.")
+        app = self.world.app_for_token(header[7:].strip())
+        if app is None:
+            raise ApiError(
+                INVALID_TOKEN,
+                "Invalid access token for authorization. Please make a request with token attached.",
+            )
+        return app
+
+    def _maybe_fail_send(self) -> None:
+        failures = self.world.faults.send_failures
+        if not failures:
+            return
+        failure = failures.pop(0)
+        self.world.counters["fault.send_failure"] += 1
+        if failure.kind == "rate_limit":
+            raise ApiError(
+                RATE_LIMITED,
+                "request trigger frequency limit",
+                status=429,
+                headers={"x-ogw-ratelimit-limit": "50", "x-ogw-ratelimit-reset": str(failure.reset_seconds)},
+            )
+        raise ApiError(1, "internal error", status=500)
+
+    # --- endpoints ----------------------------------------------------------------------------------
+    async def tenant_token(self, request: Request) -> JSONResponse:
+        body = await _json_body(request)  # the official SDK sends this without a Content-Type
+        app = self.world.apps.get(str(body.get("app_id", "")))
+        if app is None:
+            return JSONResponse({"code": 10003, "msg": "invalid param"})
+        if body.get("app_secret") != app.app_secret:
+            return JSONResponse({"code": 10014, "msg": "app secret invalid"})
+        token, expire = self.world.issue_token(app.app_id)
+        return JSONResponse({"code": 0, "msg": "ok", "tenant_access_token": token, "expire": expire})
+
+    async def bot_info(self, request: Request) -> JSONResponse:
+        app = self._app(request)
+        return _ok(
+            bot={
+                "activate_status": 2,
+                "app_name": app.bot_name,
+                "avatar_url": "",
+                "ip_white_list": [],
+                "open_id": app.bot_open_id,
+            }
+        )
+
+    def _content(self, body: dict[str, Any]) -> tuple[str, str]:
+        msg_type, content = body.get("msg_type"), body.get("content")
+        if msg_type not in MSG_TYPES:
+            raise ApiError(INVALID_PARAM, f"msg_type must be one of {', '.join(MSG_TYPES)} in this emulator")
+        if not isinstance(content, str):
+            raise ApiError(FIELD_VALIDATION, "content must be a JSON string")
+        limit = TEXT_LIMIT_BYTES if msg_type == "text" else CARD_LIMIT_BYTES
+        if len(content.encode()) > limit:
+            raise ApiError(TOO_LONG, f"message content exceeds {limit} bytes")
+        try:
+            parsed = json.loads(content)
+        except ValueError as exc:
+            raise ApiError(INVALID_PARAM, "content is not valid JSON") from exc
+        if msg_type == "text" and not (isinstance(parsed, dict) and isinstance(parsed.get("text"), str)):
+            raise ApiError(INVALID_PARAM, 'text content must be {"text": "..."}')
+        if msg_type != "text" and not isinstance(parsed, dict):
+            raise ApiError(INVALID_PARAM, "content must be a JSON object")
+        return msg_type, content
+
+    def _uuid(self, body: dict[str, Any]) -> str:
+        value = body.get("uuid", "")
+        if not isinstance(value, str) or len(value) > 50:
+            raise ApiError(FIELD_VALIDATION, "uuid must be a string of at most 50 characters")
+        return value
+
+    async def create_message(self, request: Request) -> JSONResponse:
+        app = self._app(request)
+        self._maybe_fail_send()
+        id_type = request.query_params.get("receive_id_type", "")
+        if id_type not in RECEIVE_ID_TYPES:
+            raise ApiError(FIELD_VALIDATION, "receive_id_type must be chat_id, open_id, user_id or union_id")
+        body = await _json_body(request)
+        uuid = self._uuid(body)
+        if uuid and (earlier := self.world.message_for_uuid(app.app_id, uuid)):
+            return _ok(earlier.api_view(app.tenant_key))
+        msg_type, content = self._content(body)
+        chat_id = self._resolve_chat(id_type, str(body.get("receive_id", "")))
+        message = self.world.store(
+            Message(
+                new_id("om_"), chat_id, app.bot_open_id, "app", msg_type, content, now_ms(), app_id=app.app_id
+            )
+        )
+        if uuid:
+            self.world.remember_uuid(app.app_id, uuid, message.message_id)
+        return _ok(message.api_view(app.tenant_key))
+
+    def _resolve_chat(self, id_type: str, receive_id: str) -> str:
+        if id_type == "chat_id":
+            if receive_id not in self.world.chats:
+                raise ApiError(INVALID_PARAM, f"chat {receive_id} not found or the bot is not in it")
+            return receive_id
+        for user in self.world.users.values():
+            if getattr(user, id_type) == receive_id and not user.is_bot:
+                return self.world.p2p_chat_with(user.open_id).chat_id
+        raise ApiError(INVALID_PARAM, f"no user with {id_type} {receive_id}")
+
+    async def reply(self, request: Request) -> JSONResponse:
+        app = self._app(request)
+        self._maybe_fail_send()
+        parent = self.world.messages.get(request.path_params["message_id"])
+        if parent is None:
+            raise ApiError(INVALID_PARAM, "the message to reply to does not exist")
+        body = await _json_body(request)
+        uuid = self._uuid(body)
+        if uuid and (earlier := self.world.message_for_uuid(app.app_id, uuid)):
+            return _ok(earlier.api_view(app.tenant_key))
+        msg_type, content = self._content(body)
+        thread_id = parent.thread_id
+        if body.get("reply_in_thread") is True and not thread_id:
+            thread_id = parent.thread_id = new_id("omt_", 8)
+        message = self.world.store(
+            Message(
+                new_id("om_"),
+                parent.chat_id,
+                app.bot_open_id,
+                "app",
+                msg_type,
+                content,
+                now_ms(),
+                app_id=app.app_id,
+                root_id=parent.root_id or parent.message_id,
+                parent_id=parent.message_id,
+                thread_id=thread_id,
+            )
+        )
+        if uuid:
+            self.world.remember_uuid(app.app_id, uuid, message.message_id)
+        return _ok(message.api_view(app.tenant_key))
+
+    def _update_card(self, message: Message, card: dict[str, Any] | str) -> None:
+        content = card if isinstance(card, str) else json.dumps(card, ensure_ascii=False)
+        if len(content.encode()) > CARD_LIMIT_BYTES:
+            raise ApiError(TOO_LONG, f"card exceeds {CARD_LIMIT_BYTES} bytes")
+        try:
+            parse_card(content)
+        except ValueError as exc:
+            raise ApiError(INVALID_PARAM, "the card is not a JSON object") from exc
+        message.content, message.updated, message.update_time = content, True, now_ms()
+
+    async def patch_message(self, request: Request) -> JSONResponse:
+        app = self._app(request)
+        message = self.world.messages.get(request.path_params["message_id"])
+        if message is None or message.app_id != app.app_id:
+            raise ApiError(INVALID_PARAM, "message not found or not sent by this app")
+        if message.msg_type != "interactive":
+            raise ApiError(INVALID_PARAM, "only cards (interactive messages) can be updated")
+        body = await _json_body(request)
+        if not isinstance(body.get("content"), str):
+            raise ApiError(FIELD_VALIDATION, "content must be a JSON string")
+        self._update_card(message, body["content"])
+        return _ok({})
+
+    async def delayed_card_update(self, request: Request) -> JSONResponse:
+        app = self._app(request)
+        body = await _json_body(request)
+        entry = self.world.card_tokens.get(str(body.get("token", "")))
+        if (
+            entry is None
+            or entry.app_id != app.app_id
+            or entry.expires_at < time.time()
+            or entry.uses_left < 1
+        ):
+            raise ApiError(INVALID_PARAM, "card token invalid, expired or used up")
+        card = body.get("card")
+        if not isinstance(card, dict):
+            raise ApiError(FIELD_VALIDATION, "card must be a JSON object")
+        entry.uses_left -= 1
+        self._update_card(self.world.messages[entry.message_id], card)
+        return _ok()
