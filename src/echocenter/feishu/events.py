@@ -85,6 +85,10 @@ def _str(data: dict[str, Any], key: str) -> str:
     return value if isinstance(value, str) else ("" if value is None else str(value))
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def parse_event(payload: bytes | str | dict[str, Any]) -> Event:
     """Read a schema 2.0 event (or a v1 envelope). Raises EventParseError for anything unreadable."""
     if isinstance(payload, dict):
@@ -101,7 +105,7 @@ def parse_event(payload: bytes | str | dict[str, Any]) -> Event:
         event_type, event_id = _str(header, "event_type"), _str(header, "event_id")
         app_id, token = _str(header, "app_id"), _str(header, "token")
     else:  # v1: {"uuid", "token", "event": {"type", ...}}
-        inner = body.get("event") if isinstance(body.get("event"), dict) else {}
+        inner = _dict(body.get("event"))
         event_type, event_id = _str(inner, "type"), _str(body, "uuid")
         app_id, token = _str(inner, "app_id"), _str(body, "token")
     event = body.get("event")
@@ -154,7 +158,7 @@ def _card_action(event: dict[str, Any], event_id: str, app_id: str, token: str) 
             value = json.loads(value)
         except ValueError:
             value = {"value": value}
-    context = event.get("context") if isinstance(event.get("context"), dict) else {}
+    context = _dict(event.get("context"))
     form_value = action.get("form_value")
     return CardActionEvent(
         event_id=event_id,

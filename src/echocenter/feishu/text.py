@@ -1,4 +1,4 @@
-"""What a person wrote, as plain text: JSON content read, rich text flattened, the bot's @-placeholder gone."""
+"""What a person wrote, as plain text: content read, rich text flattened, the bot's @-placeholder gone."""
 
 from __future__ import annotations
 
