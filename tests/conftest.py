@@ -48,6 +48,7 @@ def make_settings(database: Database, tmp_path: Path, **overrides: Any) -> Setti
         "login_max_failures": 3,
         "login_lockout_seconds": 60,
         "max_body_bytes": 64 * 1024,
+        "feishu_ws_enabled": False,
         "password_hash_memory_kib": 1024,  # the test environment may hash cheaply
         "password_hash_time_cost": 1,
     }

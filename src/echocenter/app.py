@@ -17,10 +17,14 @@ from echocenter.api.body_limit import BodySizeLimit
 from echocenter.auth import api as auth_api
 from echocenter.auth import service as auth_service
 from echocenter.auth.passwords import passwords_for
+from echocenter.butler.interface import Butler, UnconfiguredButler
 from echocenter.connectors import api as connectors_api
 from echocenter.db.engine import make_engine, make_sessionmaker
 from echocenter.db.migrate import upgrade_to_head
 from echocenter.errors import install_error_handlers
+from echocenter.feishu import webhook
+from echocenter.feishu.bridge import FeishuBridge
+from echocenter.feishu.inbound import prune_seen_messages
 from echocenter.integration_logs import service as logs
 from echocenter.logging_setup import log_event
 from echocenter.runtime import Runtime
@@ -88,7 +92,8 @@ async def _ensure_first_admin(runtime: Runtime) -> None:
         log_event(log, "initial_admin_created", username="admin", password_file=str(path))
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, butler: Butler | None = None) -> FastAPI:
+    """The service. ``butler`` receives routed messages (tests pass a recording one)."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -108,25 +113,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runtime = runtime
         await _ensure_first_admin(runtime)
 
-        async def prune_logs() -> None:
+        bridge = FeishuBridge(runtime, butler=butler or UnconfiguredButler())
+        app.state.bridge = bridge
+
+        async def prune() -> None:
             async with runtime.sessions() as session:
                 removed = await logs.prune(
                     session,
                     max_age=timedelta(days=settings.log_retention_days),
                     max_rows=settings.log_retention_max_rows,
                 )
-            if removed:
-                log_event(log, "integration_logs_pruned", removed=removed)
+                forgotten = await prune_seen_messages(
+                    session, max_age=timedelta(days=settings.dedup_retention_days)
+                )
+            if removed or forgotten:
+                log_event(log, "retention_pruned", integration_logs=removed, seen_messages=forgotten)
 
         tasks = BackgroundTasks()
-        tasks.start("log-retention", _every(settings.log_retention_sweep_seconds, prune_logs))
+        tasks.start("retention", _every(settings.log_retention_sweep_seconds, prune))
         app.state.tasks = tasks
+        await bridge.start()
         log_event(
             log, "service_started", environment=settings.environment.value, database=engine.dialect.name
         )
         try:
             yield
         finally:
+            await bridge.stop()
             await tasks.stop()
             await http.aclose()
             await engine.dispose()
@@ -142,4 +155,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(auth_api.router)
     app.include_router(connectors_api.router)
+    app.include_router(webhook.router)
     return app

@@ -53,9 +53,17 @@ class Settings(BaseSettings):
 
     feishu_base_url: str = "https://open.feishu.cn"
     feishu_http_timeout: float = Field(default=10.0, gt=0)
+    feishu_ws_enabled: bool = True
+    feishu_ws_url: str = ""  # long-connection discovery host; empty: FEISHU_BASE_URL
+    feishu_ws_backoff_cap: float = Field(default=60.0, gt=0)
+    # A card callback's answer must ride in the ack within Feishu's 3 s; past this, a toast goes instead.
+    feishu_card_deadline: float = Field(default=2.5, gt=0, lt=3)
+    feishu_callback_max_skew_seconds: int = Field(default=300, ge=1)
 
     log_retention_days: int = Field(default=30, ge=1)
     log_retention_max_rows: int = Field(default=100_000, ge=100)
+    # Seen message_ids are kept this long for de-duplication (Feishu redelivers within hours).
+    dedup_retention_days: int = Field(default=7, ge=1)
     log_retention_sweep_seconds: int = Field(default=3600, ge=1)
 
     @model_validator(mode="after")

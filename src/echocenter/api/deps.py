@@ -1,4 +1,4 @@
-"""FastAPI dependencies as ``Annotated`` aliases: SessionDep, RuntimeDep, CurrentUser, CurrentAdmin."""
+"""FastAPI dependencies as Annotated aliases: SessionDep, RuntimeDep, BridgeDep, CurrentUser, CurrentAdmin."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from echocenter.auth.tokens import read_token
 from echocenter.db.models import Role, User
 from echocenter.errors import NotAuthenticated, PermissionDenied
+from echocenter.feishu.bridge import FeishuBridge
 from echocenter.runtime import Runtime
 
 
@@ -21,6 +22,14 @@ def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_bridge(request: Request) -> FeishuBridge:
+    bridge: FeishuBridge = request.app.state.bridge
+    return bridge
+
+
+BridgeDep = Annotated[FeishuBridge, Depends(get_bridge)]
 
 
 async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from echocenter.api.deps import CurrentAdmin, RuntimeDep, SessionDep
+from echocenter.api.deps import BridgeDep, CurrentAdmin, RuntimeDep, SessionDep
 from echocenter.connectors import service
 from echocenter.connectors.schemas import (
     ConnectorList,
@@ -33,9 +33,10 @@ async def list_connectors(_: CurrentAdmin, session: SessionDep) -> ConnectorList
     "", response_model=ConnectorOut, status_code=status.HTTP_201_CREATED, summary="Create a connector"
 )
 async def create_connector(
-    body: ConnectorSettings, admin: CurrentAdmin, runtime: RuntimeDep, session: SessionDep
+    body: ConnectorSettings, admin: CurrentAdmin, runtime: RuntimeDep, session: SessionDep, bridge: BridgeDep
 ) -> ConnectorOut:
     connector = await service.create_connector(session, box=runtime.secrets, data=body, actor=admin.username)
+    await bridge.connector_changed(connector.id)
     return service.to_out(connector)
 
 
@@ -57,18 +58,23 @@ async def update_connector(
     admin: CurrentAdmin,
     runtime: RuntimeDep,
     session: SessionDep,
+    bridge: BridgeDep,
 ) -> ConnectorOut:
     connector = await service.get_connector(session, connector_id)
     connector = await service.update_connector(
         session, box=runtime.secrets, connector=connector, data=body, actor=admin.username
     )
+    await bridge.connector_changed(connector_id)  # new credentials: the connection restarts
     return service.to_out(connector)
 
 
 @router.delete("/{connector_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a connector")
-async def delete_connector(connector_id: ConnectorId, admin: CurrentAdmin, session: SessionDep) -> Response:
+async def delete_connector(
+    connector_id: ConnectorId, admin: CurrentAdmin, session: SessionDep, bridge: BridgeDep
+) -> Response:
     connector = await service.get_connector(session, connector_id)
     await service.delete_connector(session, connector=connector, actor=admin.username)
+    await bridge.connector_changed(connector_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from echocenter.db.types import UTCDateTime, utcnow
@@ -109,3 +109,28 @@ class IntegrationLog(Base):
     action: Mapped[str] = mapped_column(String(64))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class InboundStatus(StrEnum):
+    RECEIVED = "received"  # claimed by one instance, on its way through the pipeline
+    FILTERED = "filtered"
+    ROUTED = "routed"
+
+
+class InboundMessage(Base):
+    """One row per Feishu message seen per connector: the unique constraint is the de-duplication."""
+
+    __tablename__ = "inbound_messages"
+    __table_args__ = (
+        UniqueConstraint("connector_id", "message_id", name="uq_inbound_messages_connector_message"),
+        Index("ix_inbound_messages_rate", "connector_id", "sender_open_id", "received_at"),
+        Index("ix_inbound_messages_received_at", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    connector_id: Mapped[int] = mapped_column(Integer, ForeignKey("feishu_connectors.id", ondelete="CASCADE"))
+    message_id: Mapped[str] = mapped_column(String(64))
+    sender_open_id: Mapped[str] = mapped_column(String(64), default="")
+    chat_id: Mapped[str] = mapped_column(String(64), default="")
+    status: Mapped[str] = mapped_column(String(16), default=InboundStatus.RECEIVED.value)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,7 +1,10 @@
-"""Feishu Open API calls. Today: the tenant token (credential verification); the full client grows here."""
+"""Feishu Open API: the tenant-token request (credential verification) and the per-app client."""
 
 from __future__ import annotations
 
+import asyncio
+import random
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,3 +100,139 @@ async def request_tenant_token(
             "bad_response", "Feishu answered code 0 but sent no tenant_access_token", feishu_code=0
         )
     return TenantToken(token=token, expire_seconds=expire if isinstance(expire, int) else 0)
+
+
+# Codes that mean "get a new tenant token and try again".
+TOKEN_INVALID_CODES = frozenset({99991661, 99991663, 99991668})
+RATE_LIMIT_CODES = frozenset({99991400})
+TOKEN_EARLY_REFRESH_SECONDS = 300
+
+
+class OpenApiClient:
+    """One app's Open API client: cached tenant token, retries with backoff on 5xx and rate limits.
+
+    Callers pass Feishu's ``uuid`` in the body of every create, so a retry can never send twice.
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        base_url: str,
+        app_id: str,
+        app_secret: str,
+        timeout: float = 10.0,
+        max_attempts: int = 4,
+        max_wait: float = 10.0,
+    ) -> None:
+        self._http = http
+        self._base_url = base_url.rstrip("/")
+        self._app_id = app_id
+        self._app_secret = app_secret
+        self._timeout = timeout
+        self._max_attempts = max_attempts
+        self._max_wait = max_wait
+        self._token: str | None = None
+        self._token_valid_until = 0.0
+        self._token_lock = asyncio.Lock()
+        self.requests_sent = 0  # every HTTP request, token requests included (for the benchmark)
+
+    async def tenant_token(self, *, force: bool = False) -> str:
+        async with self._token_lock:
+            if not force and self._token and time.monotonic() < self._token_valid_until:
+                return self._token
+            self.requests_sent += 1
+            token = await request_tenant_token(
+                self._http,
+                base_url=self._base_url,
+                app_id=self._app_id,
+                app_secret=self._app_secret,
+                timeout=self._timeout,
+            )
+            self._token = token.token
+            lifetime = token.expire_seconds or 3600
+            self._token_valid_until = time.monotonic() + max(30, lifetime - TOKEN_EARLY_REFRESH_SECONDS)
+            return self._token
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """The ``data`` of a code-0 answer (or the whole body when there is none). Raises FeishuError."""
+        refreshed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            token = await self.tenant_token()
+            self.requests_sent += 1
+            try:
+                response = await self._http.request(
+                    method,
+                    self._base_url + path,
+                    json=json,
+                    params=params,
+                    timeout=self._timeout,
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+            except httpx.TimeoutException as exc:
+                error = FeishuError("timeout", f"Feishu did not answer within {self._timeout:g} s")
+                if attempt >= self._max_attempts:
+                    raise error from exc
+                await asyncio.sleep(self._delay(attempt, None))
+                continue
+            except httpx.HTTPError as exc:
+                error = FeishuError("network", f"cannot reach Feishu ({type(exc).__name__})")
+                if attempt >= self._max_attempts:
+                    raise error from exc
+                await asyncio.sleep(self._delay(attempt, None))
+                continue
+            body = _json_object(response)
+            code = body.get("code") if body is not None else None
+            if code in TOKEN_INVALID_CODES and not refreshed:
+                refreshed = True
+                await self.tenant_token(force=True)
+                attempt -= 1  # a token refresh is not a failed attempt
+                continue
+            if code == 0 and response.is_success:
+                data = body.get("data") if body is not None else None
+                return data if isinstance(data, dict) else (body or {})
+            retryable = response.status_code >= 500 or response.status_code == 429 or code in RATE_LIMIT_CODES
+            msg = body.get("msg") if body is not None else None
+            error = FeishuError(
+                "api" if isinstance(code, int) else "http",
+                f"Feishu answered {msg or 'an error'} (HTTP {response.status_code}, code {code})",
+                feishu_code=code if isinstance(code, int) else None,
+                feishu_msg=msg if isinstance(msg, str) else None,
+                http_status=response.status_code,
+            )
+            if not retryable or attempt >= self._max_attempts:
+                raise error
+            await asyncio.sleep(self._delay(attempt, response.headers.get("x-ogw-ratelimit-reset")))
+
+    def _delay(self, attempt: int, reset: str | None) -> float:
+        if reset is not None:
+            try:
+                return min(self._max_wait, max(0.0, float(reset)))
+            except ValueError:
+                pass
+        return min(self._max_wait, 0.2 * 2.0 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+    async def bot_open_id(self) -> str:
+        body = await self.call("GET", "/open-apis/bot/v3/info")
+        bot = body.get("bot") if isinstance(body.get("bot"), dict) else {}
+        open_id = bot.get("open_id") if isinstance(bot, dict) else None
+        if not isinstance(open_id, str) or not open_id:
+            raise FeishuError("bad_response", "bot info has no open_id")
+        return open_id
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any] | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None

@@ -31,6 +31,8 @@ class LogAction(StrEnum):
     WS_CONNECTED = "ws_connected"
     WS_DISCONNECTED = "ws_disconnected"
     WS_CLIENT_ERROR = "ws_client_error"
+    WS_EVENT_IGNORED = "ws_event_ignored"
+    CALLBACK_REJECTED = "callback_rejected"
     WS_FILTERED = "ws_filtered"
     WS_ROUTED = "ws_routed"
     WS_OUTBOUND = "ws_outbound"

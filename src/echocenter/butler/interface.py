@@ -1,0 +1,42 @@
+"""What the inbound pipeline hands the Butler, and the one method a Butler must have."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from echocenter.logging_setup import log_event
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """A message that passed every filter, with the Feishu identity of who wrote it and where."""
+
+    connector_id: int
+    event_id: str
+    message_id: str
+    text: str
+    open_id: str
+    user_id: str
+    union_id: str
+    chat_id: str
+    chat_type: str
+    root_id: str = ""
+    parent_id: str = ""
+    thread_id: str = ""
+
+
+class Butler(Protocol):
+    async def handle(self, message: InboundMessage) -> None:
+        """Take the message in (persist it, start the conversation work). Raising means it was not taken:
+        the pipeline then forgets the message so Feishu's redelivery can bring it again."""
+
+
+class UnconfiguredButler:
+    """Until a Butler is wired in, routed messages are accepted and noted in the process log."""
+
+    async def handle(self, message: InboundMessage) -> None:
+        log_event(log, "butler_not_configured", message_id=message.message_id, chat_id=message.chat_id)

@@ -1,0 +1,295 @@
+"""The Feishu bridge: one long connection per connector with credentials, and one dispatch for events from
+either transport (long connection or HTTP callback).
+
+Connections follow the connectors: ``connector_changed`` is called by whoever changed one (the API), and
+starts, restarts or stops its connection — driven by the change itself, not by polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+
+from echocenter.butler.interface import Butler
+from echocenter.connectors.service import read_secret
+from echocenter.db.models import ConnectorStatus, FeishuConnector, LogLevel
+from echocenter.db.types import utcnow
+from echocenter.feishu.events import CardActionEvent, EventParseError, MessageEvent, OtherEvent, parse_event
+from echocenter.feishu.inbound import Result, process_message
+from echocenter.feishu.longconn.client import LongConnClient, StateChange
+from echocenter.feishu.longconn.protocol import ConnState
+from echocenter.feishu.openapi import FeishuError, OpenApiClient
+from echocenter.integration_logs.service import LogAction, record_now
+from echocenter.logging_setup import log_event
+from echocenter.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+CardHandler = Callable[[int, CardActionEvent], Awaitable[dict[str, Any]]]
+LAST_EVENT_WRITE_INTERVAL = 1.0
+BOT_ID_TIMEOUT = 5.0
+
+_STATE_LOG = {
+    ConnState.CONNECTING: (LogAction.WS_CONNECTING, LogLevel.INFO),
+    ConnState.CONNECTED: (LogAction.WS_CONNECTED, LogLevel.INFO),
+    ConnState.DISCONNECTED: (LogAction.WS_DISCONNECTED, LogLevel.WARN),
+    ConnState.ERROR: (LogAction.WS_CLIENT_ERROR, LogLevel.ERROR),
+}
+
+
+async def no_pending_decision(_connector_id: int, _event: CardActionEvent) -> dict[str, Any]:
+    return {"toast": {"type": "info", "content": "There is nothing to decide on this card."}}
+
+
+@dataclass
+class _App:
+    """What the bridge keeps per connector: its Open API client, bot identity and live connection."""
+
+    fingerprint: tuple[str, str]
+    openapi: OpenApiClient
+    bot_open_id: str | None = None
+    connection: asyncio.Task[None] | None = None
+    last_event_write: float = 0.0
+    bot_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class FeishuBridge:
+    def __init__(
+        self, runtime: Runtime, *, butler: Butler, card_handler: CardHandler = no_pending_decision
+    ) -> None:
+        self._runtime = runtime
+        self._settings = runtime.settings
+        self.butler = butler
+        self.card_handler = card_handler
+        self._apps: dict[int, _App] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._lock = asyncio.Lock()
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        async with self._runtime.sessions() as session:
+            ids = list(await session.scalars(select(FeishuConnector.id)))
+        for connector_id in ids:
+            await self.connector_changed(connector_id)
+
+    async def stop(self) -> None:
+        async with self._lock:
+            for connector_id in list(self._apps):
+                await self._stop_connection(connector_id)
+            self._apps.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def connector_changed(self, connector_id: int) -> None:
+        """Bring this connector's connection in line with what is stored."""
+        async with self._lock:
+            async with self._runtime.sessions() as session:
+                connector = await session.get(FeishuConnector, connector_id)
+                secret = read_secret(self._runtime.secrets, connector, "app_secret") if connector else None
+                app_id = connector.app_id if connector else None
+            current = self._apps.get(connector_id)
+            if not app_id or not secret:
+                if current:
+                    await self._stop_connection(connector_id)
+                    del self._apps[connector_id]
+                    await self._write_status(connector_id, ConnState.DISCONNECTED, None)
+                return
+            fingerprint = (app_id, secret)
+            if current and current.fingerprint == fingerprint:
+                if self._settings.feishu_ws_enabled and current.connection is None:
+                    self._start_connection(connector_id, current)
+                return
+            if current:
+                await self._stop_connection(connector_id)
+            app = _App(
+                fingerprint,
+                OpenApiClient(
+                    self._runtime.http,
+                    base_url=self._settings.feishu_base_url,
+                    app_id=app_id,
+                    app_secret=secret,
+                    timeout=self._settings.feishu_http_timeout,
+                ),
+            )
+            self._apps[connector_id] = app
+            if self._settings.feishu_ws_enabled:
+                self._start_connection(connector_id, app)
+
+    def _start_connection(self, connector_id: int, app: _App) -> None:
+        app_id, secret = app.fingerprint
+        client = LongConnClient(
+            app_id=app_id,
+            app_secret=secret,
+            base_url=self._settings.feishu_ws_url or self._settings.feishu_base_url,
+            http=self._runtime.http,
+            on_event=lambda payload: self._dispatch_ws(connector_id, payload),
+            on_card=lambda payload: self.dispatch_card(connector_id, payload),
+            on_state=lambda change: self._on_state(connector_id, change),
+            discovery_timeout=self._settings.feishu_http_timeout,
+            card_deadline=self._settings.feishu_card_deadline,
+            backoff_cap=self._settings.feishu_ws_backoff_cap,
+        )
+        app.connection = asyncio.create_task(client.run(), name=f"feishu-ws-{connector_id}")
+
+    async def _stop_connection(self, connector_id: int) -> None:
+        app = self._apps.get(connector_id)
+        if app and app.connection:
+            app.connection.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await app.connection
+            app.connection = None
+
+    def is_connected(self, connector_id: int) -> bool:
+        app = self._apps.get(connector_id)
+        return bool(app and app.connection and not app.connection.done())
+
+    def openapi(self, connector_id: int) -> OpenApiClient | None:
+        app = self._apps.get(connector_id)
+        return app.openapi if app else None
+
+    # --- status -------------------------------------------------------------------------------------
+    async def _on_state(self, connector_id: int, change: StateChange) -> None:
+        action, level = _STATE_LOG[change.state]
+        detail: dict[str, Any] = {}
+        if change.error:
+            detail["error"] = change.error
+        if change.fatal:
+            detail["fatal"] = True
+        if change.url_host:
+            detail["host"] = change.url_host
+        await self._write_status(connector_id, change.state, change.error)
+        await record_now(
+            self._runtime.sessions, connector_id=connector_id, action=action, level=level, **detail
+        )
+        if change.state is ConnState.CONNECTED:
+            self._spawn(self._learn_bot_open_id(connector_id))
+
+    async def _write_status(self, connector_id: int, state: ConnState, error: str | None) -> None:
+        values: dict[str, Any] = {"status": ConnectorStatus(state.value).value}
+        if state is ConnState.CONNECTED:
+            values["last_error"] = None
+        elif error:
+            values["last_error"] = error
+        async with self._runtime.sessions() as session:
+            await session.execute(
+                update(FeishuConnector).where(FeishuConnector.id == connector_id).values(**values)
+            )
+            await session.commit()
+
+    async def _touch_last_event(self, connector_id: int) -> None:
+        app = self._apps.get(connector_id)
+        now = time.monotonic()
+        if app is None or now - app.last_event_write < LAST_EVENT_WRITE_INTERVAL:
+            return
+        app.last_event_write = now
+        async with self._runtime.sessions() as session:
+            await session.execute(
+                update(FeishuConnector)
+                .where(FeishuConnector.id == connector_id)
+                .values(last_event_at=utcnow())
+            )
+            await session.commit()
+
+    async def _learn_bot_open_id(self, connector_id: int) -> str | None:
+        app = self._apps.get(connector_id)
+        if app is None:
+            return None
+        async with app.bot_lock:
+            if app.bot_open_id is None:
+                try:
+                    app.bot_open_id = await asyncio.wait_for(app.openapi.bot_open_id(), BOT_ID_TIMEOUT)
+                except (FeishuError, TimeoutError) as exc:
+                    await record_now(
+                        self._runtime.sessions,
+                        connector_id=connector_id,
+                        action=LogAction.WS_CLIENT_ERROR,
+                        level=LogLevel.WARN,
+                        error=f"cannot learn the bot's open_id: {exc}",
+                    )
+            return app.bot_open_id
+
+    # --- dispatch -----------------------------------------------------------------------------------
+    async def dispatch(
+        self, connector_id: int, payload: bytes | dict[str, Any], *, transport: str
+    ) -> Result | None:
+        """Handle one event payload. Never raises: a bad payload is logged and skipped."""
+        try:
+            event = parse_event(payload)
+        except EventParseError as exc:
+            await record_now(
+                self._runtime.sessions,
+                connector_id=connector_id,
+                action=LogAction.WS_CLIENT_ERROR,
+                level=LogLevel.WARN,
+                error=f"unreadable event skipped: {exc}",
+                transport=transport,
+            )
+            return None
+        await self._touch_last_event(connector_id)
+        if isinstance(event, MessageEvent):
+            return await process_message(
+                self._runtime.sessions,
+                connector_id=connector_id,
+                event=event,
+                bot_open_id=await self._learn_bot_open_id(connector_id),
+                butler=self.butler,
+                transport=transport,
+            )
+        if isinstance(event, OtherEvent):
+            await record_now(
+                self._runtime.sessions,
+                connector_id=connector_id,
+                action=LogAction.WS_EVENT_IGNORED,
+                event_type=event.event_type or "(none)",
+                event_id=event.event_id,
+                transport=transport,
+            )
+            return None
+        # A card action arriving as a plain event (e.g. a redelivery): answer nobody, decide the same way.
+        await self.card_handler(connector_id, event)
+        return None
+
+    async def _dispatch_ws(self, connector_id: int, payload: bytes) -> None:
+        await self.dispatch(connector_id, payload, transport="ws")
+
+    async def dispatch_card(self, connector_id: int, payload: bytes | dict[str, Any]) -> dict[str, Any]:
+        """A card callback; its answer goes back to Feishu (inside the ack, or as the HTTP response)."""
+        try:
+            event = parse_event(payload)
+        except EventParseError as exc:
+            await record_now(
+                self._runtime.sessions,
+                connector_id=connector_id,
+                action=LogAction.WS_CLIENT_ERROR,
+                level=LogLevel.WARN,
+                error=f"unreadable card callback skipped: {exc}",
+            )
+            return {}
+        if not isinstance(event, CardActionEvent):
+            await self.dispatch(connector_id, payload, transport="ws")
+            return {}
+        await self._touch_last_event(connector_id)
+        return await self.card_handler(connector_id, event)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log_event(log, "bridge_task_failed", level=logging.ERROR, error=repr(t.exception()))
+
+        task.add_done_callback(done)
+
+    def spawn_dispatch(self, connector_id: int, payload: bytes | dict[str, Any], *, transport: str) -> None:
+        """Dispatch after answering (the HTTP callback acks first, like the long connection)."""
+        self._spawn(self.dispatch(connector_id, payload, transport=transport))
