@@ -34,8 +34,9 @@ class Stack:
         return self.server.client
 
     async def logs(self, **params: Any) -> list[dict[str, Any]]:
-        response = await self.api.get(f"/api/integrations/feishu/{self.connector_id}/logs",
-                                      params={"limit": 200, **params})
+        response = await self.api.get(
+            f"/api/integrations/feishu/{self.connector_id}/logs", params={"limit": 200, **params}
+        )
         assert response.status_code == 200, response.text
         items: list[dict[str, Any]] = response.json()["items"]
         return items
@@ -79,28 +80,40 @@ def e2e_settings(database: Database, tmp_path: Path, emu_url: str, **overrides: 
 
 @asynccontextmanager
 async def serve_echocenter(settings: Settings, butler: RecordingButler) -> AsyncIterator[Server]:
-    async with serve(create_app(settings, butler=butler)) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
+    async with (
+        serve(create_app(settings, butler=butler)) as url,
+        httpx.AsyncClient(base_url=url, timeout=10) as c,
+    ):
         server = Server(url=url, settings=settings, client=c)
         c.headers["Authorization"] = f"Bearer {await server.login(ADMIN_USER, ADMIN_PASS)}"
         yield server
 
 
 async def create_verified_connector(server: Server, **settings: Any) -> int:
-    body = {"connector_name": "Emulated", "app_id": APP_ID, "app_secret": APP_SECRET, "approvers": ["ou_alice"],
-            **settings}
+    body = {
+        "connector_name": "Emulated",
+        "app_id": APP_ID,
+        "app_secret": APP_SECRET,
+        "approvers": ["ou_alice"],
+        **settings,
+    }
     created = await server.client.post("/api/integrations/feishu", json=body)
     assert created.status_code == 201, created.text
     connector_id: int = created.json()["id"]
     verified = await server.client.post(f"/api/integrations/feishu/{connector_id}/verify-callback")
     assert verified.json()["ok"], verified.text
-    enabled = await server.client.patch(f"/api/integrations/feishu/{connector_id}/enable", json={"enabled": True})
+    enabled = await server.client.patch(
+        f"/api/integrations/feishu/{connector_id}/enable", json={"enabled": True}
+    )
     assert enabled.status_code == 200
     return connector_id
 
 
 @pytest.fixture
 async def emu() -> AsyncIterator[RunningEmulator]:
-    async with running_emulator(EmulatorConfig(ack_timeout_seconds=1.0, card_response_timeout_seconds=3.0)) as e:
+    async with running_emulator(
+        EmulatorConfig(ack_timeout_seconds=1.0, card_response_timeout_seconds=3.0)
+    ) as e:
         yield e
 
 

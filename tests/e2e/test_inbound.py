@@ -37,7 +37,11 @@ async def test_a_mention_reaches_the_butler_with_the_feishu_identity(stack: Stac
     [message] = await routed(stack)
     assert message.text == "status please"
     assert (message.open_id, message.user_id, message.chat_id, message.chat_type) == (
-        "ou_alice", "alice", "oc_ops", "group")
+        "ou_alice",
+        "alice",
+        "oc_ops",
+        "group",
+    )
     assert message.message_id == sent["message_id"] and message.connector_id == stack.connector_id
     entry = (await stack.logs(action="ws_routed"))[0]
     assert entry["detail"]["message_id"] == sent["message_id"] and entry["detail"]["transport"] == "ws"
@@ -81,11 +85,16 @@ async def test_each_rule_filters_with_its_reason(
 
 
 async def test_the_rules_let_through_what_they_allow(stack: Stack) -> None:
-    await stack.patch(prefix_command="/bot", user_whitelist=["alice"], allowed_chat_ids=["oc_ops", "oc_p2p_alice"])
+    await stack.patch(
+        prefix_command="/bot", user_whitelist=["alice"], allowed_chat_ids=["oc_ops", "oc_p2p_alice"]
+    )
     await stack.say("/bot run demo uptime")
     await stack.say("/BOT status", chat_id="oc_p2p_alice", mention_bot=False)
     received = await routed(stack, 2)
-    assert sorted((m.text, m.chat_type) for m in received) == [("run demo uptime", "group"), ("status", "p2p")]
+    assert sorted((m.text, m.chat_type) for m in received) == [
+        ("run demo uptime", "group"),
+        ("status", "p2p"),
+    ]
 
 
 async def test_a_disabled_connector_filters_everything(stack: Stack) -> None:
@@ -113,9 +122,23 @@ def _event_for(emu: RunningEmulator, message_id: str, text: str = "@_user_1 agai
     app = next(iter(world.apps.values()))
     bot = world.users[app.bot_open_id]
     content = json.dumps({"text": text})
-    message = Message(message_id, "oc_ops", "ou_alice", "user", "text", content, now_ms(),
-                      mentions=[{"key": "@_user_1", "id": {"open_id": bot.open_id, "user_id": "", "union_id": ""},
-                                 "name": bot.name, "tenant_key": app.tenant_key}])
+    message = Message(
+        message_id,
+        "oc_ops",
+        "ou_alice",
+        "user",
+        "text",
+        content,
+        now_ms(),
+        mentions=[
+            {
+                "key": "@_user_1",
+                "id": {"open_id": bot.open_id, "user_id": "", "union_id": ""},
+                "name": bot.name,
+                "tenant_key": app.tenant_key,
+            }
+        ],
+    )
     return message_receive(app, world.users["ou_alice"], world.chats["oc_ops"], message)
 
 
@@ -159,7 +182,9 @@ async def test_a_failed_routing_lets_the_redelivery_through(stack: Stack) -> Non
     assert message.message_id == event["event"]["message"]["message_id"]
 
 
-async def test_dedup_survives_a_service_restart(database: Database, tmp_path: Path, emu: RunningEmulator) -> None:
+async def test_dedup_survives_a_service_restart(
+    database: Database, tmp_path: Path, emu: RunningEmulator
+) -> None:
     event = _event_for(emu, new_id("om_"))
     settings = e2e_settings(database, tmp_path, emu.url)
     first = RecordingButler()
@@ -176,8 +201,11 @@ async def test_dedup_survives_a_service_restart(database: Database, tmp_path: Pa
         await eventually(lambda: _connections(emu))
         await emu.control("POST", "/events", {"payload": event})
         await eventually(lambda: _acked_all(emu))
-        fresh = await emu.control("POST", "/messages", {"chat_id": "oc_ops", "sender": "ou_alice",
-                                                        "text": "new", "mention_bot": True})
+        fresh = await emu.control(
+            "POST",
+            "/messages",
+            {"chat_id": "oc_ops", "sender": "ou_alice", "text": "new", "mention_bot": True},
+        )
         [message] = await routed(stack)
         assert message.message_id == fresh["message_id"]  # the old one was not routed again
 
@@ -194,10 +222,14 @@ async def test_reconnects_after_the_emulator_drops_the_connection(stack: Stack) 
 
 
 async def test_a_fatal_handshake_refusal_shows_in_status_and_logs(stack: Stack) -> None:
-    await stack.emu.control("POST", "/faults", {
-        "refuse_handshakes": {"status": 514, "msg": "exceed connection limit", "autherrcode": 1000040350},
-        "drop_connections": True,
-    })
+    await stack.emu.control(
+        "POST",
+        "/faults",
+        {
+            "refuse_handshakes": {"status": 514, "msg": "exceed connection limit", "autherrcode": 1000040350},
+            "drop_connections": True,
+        },
+    )
 
     async def errored() -> dict[str, Any] | None:
         connector = await stack.connector()
@@ -219,12 +251,33 @@ async def test_multi_part_frames_are_joined(stack: Stack) -> None:
 
 
 async def test_unknown_and_malformed_events_are_logged_and_the_connection_lives(stack: Stack) -> None:
-    await stack.emu.control("POST", "/events", {"payload": {"schema": "2.0", "header": {
-        "event_id": "e-unknown", "event_type": "im.chat.member.bot.added_v1", "app_id": "cli_emulator0001"},
-        "event": {}}})
+    await stack.emu.control(
+        "POST",
+        "/events",
+        {
+            "payload": {
+                "schema": "2.0",
+                "header": {
+                    "event_id": "e-unknown",
+                    "event_type": "im.chat.member.bot.added_v1",
+                    "app_id": "cli_emulator0001",
+                },
+                "event": {},
+            }
+        },
+    )
     await stack.emu.control("POST", "/events", {"payload": "{this is not json"})
-    await stack.emu.control("POST", "/events", {"payload": {"schema": "2.0", "header": {
-        "event_type": "im.message.receive_v1"}, "event": {"message": "not an object"}}})
+    await stack.emu.control(
+        "POST",
+        "/events",
+        {
+            "payload": {
+                "schema": "2.0",
+                "header": {"event_type": "im.message.receive_v1"},
+                "event": {"message": "not an object"},
+            }
+        },
+    )
     await eventually(lambda: _has_log(stack, "ws_event_ignored"))
     await eventually(lambda: _count_log(stack, "ws_client_error", 2))
     await eventually(lambda: _acked_all(stack.emu))
@@ -247,7 +300,9 @@ async def test_unsupported_message_types_are_filtered(stack: Stack) -> None:
 
 
 async def test_credentials_drive_the_connection(stack: Stack) -> None:
-    await stack.emu.control("POST", "/apps", {"app_id": "cli_second", "app_secret": "second-secret-0123456789"})
+    await stack.emu.control(
+        "POST", "/apps", {"app_id": "cli_second", "app_secret": "second-secret-0123456789"}
+    )
     await stack.patch(app_id="cli_second", app_secret="second-secret-0123456789")
 
     async def moved() -> bool:

@@ -7,7 +7,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-async def eventually(probe: Callable[[], Awaitable[T]], *, timeout: float = 10.0, interval: float = 0.05) -> T:
+async def eventually(
+    probe: Callable[[], Awaitable[T]], *, timeout: float = 10.0, interval: float = 0.05
+) -> T:
     """Poll ``probe`` until it returns something truthy; fail with the last value after ``timeout``."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:

@@ -39,6 +39,15 @@ class AppIn(_Body):
     bot_open_id: str = Field(default_factory=lambda: new_id("ou_bot_"))
     verification_token: str = ""
     encrypt_key: str = ""
+    callback_url: str = ""
+
+
+class AppPatch(_Body):
+    verification_token: str | None = None
+    encrypt_key: str | None = None
+    callback_url: str | None = Field(
+        default=None, description="events go here by HTTP; empty: long connection"
+    )
 
 
 class UserIn(_Body):
@@ -156,6 +165,7 @@ class Control:
             r("/state", self.state, "GET"),
             r("/reset", self.reset, "POST"),
             r("/apps", self.add_app, "POST"),
+            r("/apps/{app_id}", self.patch_app, "PATCH"),
             r("/users", self.add_user, "POST"),
             r("/chats", self.add_chat, "POST"),
             r("/chats/{chat_id}/messages", self.chat_messages, "GET"),
@@ -220,6 +230,13 @@ class Control:
         body: AppIn = await self._body(request, AppIn)
         app = self.world.add_app(App(**body.model_dump()))
         return {**app.public(), "app_secret": app.app_secret}
+
+    async def patch_app(self, request: Request) -> dict[str, Any]:
+        app = self._app(request.path_params["app_id"])
+        body: AppPatch = await self._body(request, AppPatch)
+        for key, value in body.model_dump(exclude_none=True).items():
+            setattr(app, key, value)
+        return app.public()
 
     async def add_user(self, request: Request) -> dict[str, Any]:
         body: UserIn = await self._body(request, UserIn)

@@ -18,11 +18,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from echocenter.emulator.state import World
+from echocenter.emulator.state import App, World
+from echocenter.emulator.webhook import webhook_request
 from echocenter.feishu.longconn.frames import (
     AckPayload,
     Frame,
@@ -261,8 +263,39 @@ class LongConnHub:
         """Push any bytes as an event payload (also malformed ones, to test how a client copes)."""
         delivery = Delivery(app_id, event_id or uuid.uuid4().hex, event_type, payload)
         self.deliveries[delivery.event_id] = delivery
-        self._spawn(self._deliver(delivery))
+        app = self.world.apps.get(app_id)
+        if app is not None and app.callback_url:
+            self._spawn(self._deliver_http(delivery, app))
+        else:
+            self._spawn(self._deliver(delivery))
         return delivery
+
+    async def _deliver_http(self, delivery: Delivery, app: App) -> None:
+        """HTTP callback mode: POST (encrypted and signed with an encrypt key); retried on failure."""
+        config = self.world.config
+        async with httpx.AsyncClient(timeout=config.ack_timeout_seconds) as http:
+            for _ in range(config.max_delivery_attempts):
+                body, headers = webhook_request(delivery.payload, app.encrypt_key)
+                delivery.attempts.append({"device_id": "http", "message_id": "", "at": time.time()})
+                try:
+                    response = await http.post(app.callback_url, content=body, headers=headers)
+                except httpx.HTTPError:
+                    self.world.counters["http.callback_failed"] += 1
+                    await asyncio.sleep(config.ack_timeout_seconds)
+                    continue
+                self.world.counters[f"http.callback_{response.status_code}"] += 1
+                if response.status_code == 200:
+                    try:
+                        data = response.json()
+                    except ValueError:
+                        data = None
+                    delivery.ack = AckPayload(200, data)
+                    delivery.ack_device_id = "http"
+                    delivery.acked.set()
+                    return
+                delivery.ack = AckPayload(response.status_code, None)
+                await asyncio.sleep(config.ack_timeout_seconds)
+        delivery.gave_up = True
 
     async def _deliver(self, delivery: Delivery) -> None:
         config = self.world.config

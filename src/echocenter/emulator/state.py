@@ -36,6 +36,7 @@ class App:
     tenant_key: str = "tenant_emulator"
     verification_token: str = ""
     encrypt_key: str = ""
+    callback_url: str = ""  # HTTP callback mode: events are POSTed here instead of the long connection
 
     def public(self) -> dict[str, Any]:
         data = asdict(self)
