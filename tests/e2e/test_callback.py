@@ -1,4 +1,4 @@
-"""HTTP callback mode: the emulator POSTs events (encrypted and signed) instead of using the long connection."""
+"""HTTP callback mode: the emulator POSTs events (encrypted, signed) instead of the long connection."""
 
 from __future__ import annotations
 

@@ -40,6 +40,7 @@ async def authenticate(
         raise TooManyRequests(f"too many failed logins: try again in {wait} s", retry_after=wait)
 
     user = await session.scalar(select(User).where(User.username == username))
+    await session.commit()  # hold no transaction during the (deliberately slow) hash
     ok = await passwords.verify(user.password_hash if user else None, password)
     if ok and user is not None and user.is_active:
         if attempt:

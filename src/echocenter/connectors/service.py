@@ -178,6 +178,7 @@ async def verify_connector(
     # What the check is made with; the result is stored only if these are still the stored credentials.
     checked = {"app_id": connector.app_id, "app_secret_enc": connector.app_secret_enc}
     settings = runtime.settings
+    await session.commit()  # hold no transaction while Feishu answers (up to FEISHU_HTTP_TIMEOUT)
     try:
         token = await request_tenant_token(
             runtime.http,

@@ -20,7 +20,12 @@ def make_engine(url: str, *, schema: str = "") -> AsyncEngine:
             connect_args["server_settings"] = {"search_path": schema}
         engine = create_async_engine(url, pool_pre_ping=True, connect_args=connect_args)
     else:
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        # SQLite has one writer at a time. Several pooled connections would contend for its lock and wait in
+        # its busy handler (sleeps of up to 100 ms); one connection makes the work queue in the app instead.
+        # The rule that follows: never hold a transaction open while awaiting another session.
+        engine = create_async_engine(
+            url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60
+        )
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
     return engine
 

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from echocenter.emulator.bench import LoadGenerator, PushIn
 from echocenter.emulator.events import (
     button_text,
     card_action,
@@ -156,6 +157,7 @@ class Control:
     def __init__(self, world: World, hub: LongConnHub) -> None:
         self.world = world
         self.hub = hub
+        self.load = LoadGenerator(world, hub)
 
     def routes(self) -> list[Route]:
         def r(path: str, handler: Any, method: str) -> Route:
@@ -179,6 +181,8 @@ class Control:
             r("/counters/reset", self.reset_counters, "POST"),
             r("/faults", self.set_faults, "POST"),
             r("/config", self.set_config, "POST"),
+            r("/bench/push", self.bench_push, "POST"),
+            r("/bench/stats/{batch_id}", self.bench_stats, "GET"),
         ]
 
     def _guard(self, handler: Any) -> Any:
@@ -414,6 +418,20 @@ class Control:
         if body.ack_delay_seconds is not None:
             faults.ack_delay_seconds = body.ack_delay_seconds
         return {"faults": faults.public(), "dropped_connections": dropped}
+
+    async def bench_push(self, request: Request) -> dict[str, Any]:
+        body: PushIn = await self._body(request, PushIn)  # type: ignore[arg-type]
+        self._app(body.app_id)
+        if body.chat_id not in self.world.chats:
+            raise ControlError(404, f"no chat {body.chat_id}")
+        self._user(body.sender)
+        return {"batch_id": self.load.start(body)}
+
+    async def bench_stats(self, request: Request) -> dict[str, Any]:
+        batch = self.load.batches.get(request.path_params["batch_id"])
+        if batch is None:
+            raise ControlError(404, "no such batch")
+        return batch.stats()
 
     async def set_config(self, request: Request) -> dict[str, Any]:
         body: ConfigIn = await self._body(request, ConfigIn)

@@ -88,6 +88,8 @@ class Delivery:
     ack_device_id: str | None = None
     ack_biz_rt: str | None = None
     acked: asyncio.Event = field(default_factory=asyncio.Event)
+    acked_at: float | None = None  # time.perf_counter() when the ack was taken in
+    last_sent_at: float | None = None  # time.perf_counter() when the last attempt's frames were sent
     gave_up: bool = False
 
     def public(self) -> dict[str, Any]:
@@ -246,6 +248,7 @@ class LongConnHub:
         if not delivery.acked.is_set():
             delivery.ack, delivery.ack_device_id = ack, connection.device_id
             delivery.ack_biz_rt = frame.header("biz_rt")
+            delivery.acked_at = time.perf_counter()
             delivery.acked.set()
 
     # --- pushing events -----------------------------------------------------------------------------
@@ -335,6 +338,8 @@ class LongConnHub:
         trace_id = uuid.uuid4().hex
         for seq, part in enumerate(parts):
             self._seq += 1
+            if seq == len(parts) - 1:
+                delivery.last_sent_at = time.perf_counter()  # before the await: the ack may beat its return
             await connection.send(
                 Frame(
                     seq_id=self._seq,

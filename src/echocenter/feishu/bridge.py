@@ -236,7 +236,7 @@ class FeishuBridge:
         await self._touch_last_event(connector_id)
         if isinstance(event, MessageEvent):
             return await process_message(
-                self._runtime.sessions,
+                self._runtime.engine,
                 connector_id=connector_id,
                 event=event,
                 bot_open_id=await self._learn_bot_open_id(connector_id),

@@ -51,6 +51,21 @@ def _scrub(detail: dict[str, Any]) -> dict[str, Any]:
     return {k: ("[redacted]" if k.lower() in _SECRET_KEYS else v) for k, v in detail.items()}
 
 
+def log_row(
+    *, connector_id: int | None, action: LogAction | str, level: LogLevel = LogLevel.INFO, **detail: Any
+) -> dict[str, Any]:
+    """The column values of an entry (also echoed to the process log), for a Core insert on a hot path."""
+    clean = _scrub(detail)
+    log_event(log, str(action), level=_PY_LEVELS[level], connector_id=connector_id, **clean)
+    return {
+        "connector_id": connector_id,
+        "level": level.value,
+        "action": str(action),
+        "detail": clean,
+        "created_at": utcnow(),
+    }
+
+
 def record(
     session: AsyncSession,
     *,
@@ -60,12 +75,8 @@ def record(
     **detail: Any,
 ) -> IntegrationLog:
     """Add an entry to the session; it is stored with the caller's commit, atomically with its cause."""
-    clean = _scrub(detail)
-    entry = IntegrationLog(
-        connector_id=connector_id, level=level.value, action=str(action), detail=clean, created_at=utcnow()
-    )
+    entry = IntegrationLog(**log_row(connector_id=connector_id, action=action, level=level, **detail))
     session.add(entry)
-    log_event(log, str(action), level=_PY_LEVELS[level], connector_id=connector_id, **clean)
     return entry
 
 

@@ -1,0 +1,208 @@
+"""Inbound benchmark: EchoCenter's long-connection ingress against the official lark-oapi client.
+
+Starts the emulator, EchoCenter (SQLite, its own process) and the official SDK client with a no-op handler
+(its own process, on a second app), pushes message events over the long connection at a fixed rate and as
+fast as possible, and prints, side by side from one run:
+
+- events/s fully processed by EchoCenter (deduped, filtered, logged, handed to the Butler: ws_routed entries),
+- events/s acked by the SDK (its handler does nothing),
+- p50/p99 from frame sent to ack received (measured in the emulator),
+- EchoCenter's peak RSS.
+
+Usage: python benchmarks/inbound.py [--count N] [--rate R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import socket
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+HERE = Path(__file__).parent
+ADMIN_PASS = secrets.token_urlsafe(12)
+SDK_APP = {"app_id": "cli_bench_sdk", "app_secret": "bench-sdk-secret-0123456789"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as http:
+        while True:
+            try:
+                await http.get(url)
+                return
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def wait_batch(emu: httpx.AsyncClient, batch_id: str, count: int, timeout: float = 300) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        stats: dict[str, Any] = (await emu.get(f"/control/bench/stats/{batch_id}")).json()
+        if stats["acked"] >= count or time.monotonic() > deadline:
+            return stats
+        await asyncio.sleep(0.2)
+
+
+async def routed_times(api: httpx.AsyncClient, connector_id: int, since: datetime) -> list[datetime]:
+    times: list[datetime] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"action": "ws_routed", "limit": 200}
+        if cursor:
+            params["cursor"] = cursor
+        page = (await api.get(f"/api/integrations/feishu/{connector_id}/logs", params=params)).json()
+        for entry in page["items"]:
+            at = datetime.fromisoformat(entry["created_at"])
+            if at < since:
+                return times
+            times.append(at)
+        cursor = page["next_cursor"]
+        if not cursor:
+            return times
+
+
+async def run_phase(
+    emu: httpx.AsyncClient, api: httpx.AsyncClient | None, connector_id: int, app_id: str, count: int, rate: float
+) -> dict[str, Any]:
+    started = datetime.now().astimezone()
+    t0 = time.perf_counter()
+    batch = (await emu.post("/control/bench/push", json={"app_id": app_id, "count": count,
+                                                           "rate_per_second": rate})).json()["batch_id"]
+    stats = await wait_batch(emu, batch, count)
+    result = {"acked": stats["acked"], "acked_per_s": stats["acked_per_s"], "p50": stats["ack_ms_p50"],
+              "p99": stats["ack_ms_p99"], "redelivered": stats["redelivered"]}
+    if api is not None:
+        deadline = time.monotonic() + 120
+        while True:
+            times = await routed_times(api, connector_id, started)
+            if len(times) >= count or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        result["processed"] = len(times)
+        if times:
+            # From the first push to the last ws_routed entry: the whole pipeline, end to end.
+            elapsed = (max(times) - started).total_seconds()
+            result["processed_per_s"] = len(times) / elapsed if elapsed > 0 else None
+    result["wall_s"] = time.perf_counter() - t0
+    return result
+
+
+async def main(count: int, rate: float) -> None:
+    python = sys.executable
+    emu_port, svc_port = free_port(), free_port()
+    emu_url, svc_url = f"http://127.0.0.1:{emu_port}", f"http://127.0.0.1:{svc_port}"
+    processes: list[asyncio.subprocess.Process] = []
+    with tempfile.TemporaryDirectory() as data_dir:
+        env = {
+            **os.environ,
+            "ENVIRONMENT": "development",
+            "DATA_DIR": data_dir,
+            "DATABASE_URL": "",
+            "FEISHU_BASE_URL": emu_url,
+            "FEISHU_WS_ENABLED": "true",
+            "INITIAL_ADMIN_USER": "bench",
+            "INITIAL_ADMIN_PASS": ADMIN_PASS,
+            "LOG_LEVEL": "WARNING",
+        }
+        quiet = {"stdout": asyncio.subprocess.DEVNULL, "stderr": asyncio.subprocess.DEVNULL}
+        try:
+            processes.append(await asyncio.create_subprocess_exec(
+                python, "-m", "echocenter", "emulator", "--port", str(emu_port), **quiet))
+            await wait_http(emu_url + "/control/state")
+            service = await asyncio.create_subprocess_exec(
+                python, "-m", "echocenter", "serve", "--port", str(svc_port), env=env, **quiet)
+            processes.append(service)
+            await wait_http(svc_url + "/api/health")
+            async with httpx.AsyncClient(base_url=emu_url, timeout=60) as emu, \
+                    httpx.AsyncClient(base_url=svc_url, timeout=60) as api:
+                await emu.post("/control/apps", json=SDK_APP)
+                token = (await api.post("/api/auth/login", json={"username": "bench", "password": ADMIN_PASS})).json()
+                api.headers["Authorization"] = f"Bearer {token['token']}"
+                state = (await emu.get("/control/state")).json()
+                app = state["apps"][0]["app_id"]
+                connector = (await api.post("/api/integrations/feishu", json={
+                    "app_id": app, "app_secret": "emulator-secret-0123456789abcdef",
+                    "rate_limit_per_minute": 10_000, "approvers": []})).json()
+                cid = connector["id"]
+                await api.post(f"/api/integrations/feishu/{cid}/verify-callback")
+                await api.patch(f"/api/integrations/feishu/{cid}/enable", json={"enabled": True})
+                processes.append(await asyncio.create_subprocess_exec(
+                    python, str(HERE / "sdk_noop_peer.py"), emu_url, SDK_APP["app_id"], SDK_APP["app_secret"],
+                    **quiet))
+                for _ in range(300):
+                    apps = {c["app_id"] for c in (await emu.get("/control/connections")).json()["items"]}
+                    if apps == {app, SDK_APP["app_id"]}:
+                        break
+                    await asyncio.sleep(0.1)
+                else:
+                    raise RuntimeError(f"not both connected: {apps}")
+
+                # Warm-up, then the measured phases, EchoCenter and SDK alternating.
+                await run_phase(emu, api, cid, app, 200, 0)
+                await run_phase(emu, None, cid, SDK_APP["app_id"], 200, 0)
+                fixed_ec = await run_phase(emu, api, cid, app, int(rate * 10), rate)
+                fixed_sdk = await run_phase(emu, None, cid, SDK_APP["app_id"], int(rate * 10), rate)
+                max_ec = await run_phase(emu, api, cid, app, count, 0)
+                max_sdk = await run_phase(emu, None, cid, SDK_APP["app_id"], count, 0)
+                rss = peak_rss_mib(service.pid)
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                await process.wait()
+
+    def fmt(value: Any, spec: str = ".1f") -> str:
+        return "n/a" if value is None else format(value, spec)
+
+    print(f"Inbound benchmark — {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, SQLite")
+    print(f"{'':34}{'EchoCenter':>14}{'lark-oapi no-op':>18}")
+    print(f"{'fixed ' + str(rate) + ' ev/s: ack p50 (ms)':34}{fmt(fixed_ec['p50'], '.2f'):>14}"
+          f"{fmt(fixed_sdk['p50'], '.2f'):>18}")
+    print(f"{'fixed ' + str(rate) + ' ev/s: ack p99 (ms)':34}{fmt(fixed_ec['p99'], '.2f'):>14}"
+          f"{fmt(fixed_sdk['p99'], '.2f'):>18}")
+    print(f"{'fixed: fully processed ev/s':34}{fmt(fixed_ec.get('processed_per_s')):>14}{'—':>18}")
+    print(f"{'max speed: acked ev/s':34}{fmt(max_ec['acked_per_s']):>14}{fmt(max_sdk['acked_per_s']):>18}")
+    print(f"{'max speed: fully processed ev/s':34}{fmt(max_ec.get('processed_per_s')):>14}{'(no-op)':>18}")
+    print(f"{'max speed: ack p50 / p99 (ms)':34}{fmt(max_ec['p50'], '.1f') + ' / ' + fmt(max_ec['p99'], '.1f'):>14}"
+          f"{fmt(max_sdk['p50'], '.1f') + ' / ' + fmt(max_sdk['p99'], '.1f'):>18}")
+    print(f"{'redelivered (missed 3 s ack)':34}{max_ec['redelivered'] + fixed_ec['redelivered']:>14}"
+          f"{max_sdk['redelivered'] + fixed_sdk['redelivered']:>18}")
+    print(f"{'EchoCenter peak RSS (MiB)':34}{fmt(rss):>14}")
+    processed = max_ec.get("processed_per_s")
+    if processed and max_sdk["acked_per_s"]:
+        print(f"throughput ratio (EchoCenter fully processed / SDK no-op acked): {processed / max_sdk['acked_per_s']:.2f}")
+    print(f"events: {count} at max speed, {int(rate * 10)} at {rate}/s; processed {max_ec.get('processed')}/{count}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=3000, help="events per max-speed phase")
+    parser.add_argument("--rate", type=float, default=200.0, help="events/s in the fixed-rate phase")
+    args = parser.parse_args()
+    asyncio.run(main(args.count, args.rate))
