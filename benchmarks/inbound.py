@@ -60,7 +60,9 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-async def wait_batch(emu: httpx.AsyncClient, batch_id: str, count: int, timeout: float = 300) -> dict[str, Any]:
+async def wait_batch(
+    emu: httpx.AsyncClient, batch_id: str, count: int, timeout: float = 300
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         stats: dict[str, Any] = (await emu.get(f"/control/bench/stats/{batch_id}")).json()
@@ -88,15 +90,28 @@ async def routed_times(api: httpx.AsyncClient, connector_id: int, since: datetim
 
 
 async def run_phase(
-    emu: httpx.AsyncClient, api: httpx.AsyncClient | None, connector_id: int, app_id: str, count: int, rate: float
+    emu: httpx.AsyncClient,
+    api: httpx.AsyncClient | None,
+    connector_id: int,
+    app_id: str,
+    count: int,
+    rate: float,
 ) -> dict[str, Any]:
     started = datetime.now().astimezone()
     t0 = time.perf_counter()
-    batch = (await emu.post("/control/bench/push", json={"app_id": app_id, "count": count,
-                                                           "rate_per_second": rate})).json()["batch_id"]
+    batch = (
+        await emu.post(
+            "/control/bench/push", json={"app_id": app_id, "count": count, "rate_per_second": rate}
+        )
+    ).json()["batch_id"]
     stats = await wait_batch(emu, batch, count)
-    result = {"acked": stats["acked"], "acked_per_s": stats["acked_per_s"], "p50": stats["ack_ms_p50"],
-              "p99": stats["ack_ms_p99"], "redelivered": stats["redelivered"]}
+    result = {
+        "acked": stats["acked"],
+        "acked_per_s": stats["acked_per_s"],
+        "p50": stats["ack_ms_p50"],
+        "p99": stats["ack_ms_p99"],
+        "redelivered": stats["redelivered"],
+    }
     if api is not None:
         deadline = time.monotonic() + 120
         while True:
@@ -132,29 +147,52 @@ async def main(count: int, rate: float) -> None:
         }
         quiet = {"stdout": asyncio.subprocess.DEVNULL, "stderr": asyncio.subprocess.DEVNULL}
         try:
-            processes.append(await asyncio.create_subprocess_exec(
-                python, "-m", "echocenter", "emulator", "--port", str(emu_port), **quiet))
+            processes.append(
+                await asyncio.create_subprocess_exec(
+                    python, "-m", "echocenter", "emulator", "--port", str(emu_port), **quiet
+                )
+            )
             await wait_http(emu_url + "/control/state")
             service = await asyncio.create_subprocess_exec(
-                python, "-m", "echocenter", "serve", "--port", str(svc_port), env=env, **quiet)
+                python, "-m", "echocenter", "serve", "--port", str(svc_port), env=env, **quiet
+            )
             processes.append(service)
             await wait_http(svc_url + "/api/health")
-            async with httpx.AsyncClient(base_url=emu_url, timeout=60) as emu, \
-                    httpx.AsyncClient(base_url=svc_url, timeout=60) as api:
+            async with (
+                httpx.AsyncClient(base_url=emu_url, timeout=60) as emu,
+                httpx.AsyncClient(base_url=svc_url, timeout=60) as api,
+            ):
                 await emu.post("/control/apps", json=SDK_APP)
-                token = (await api.post("/api/auth/login", json={"username": "bench", "password": ADMIN_PASS})).json()
+                token = (
+                    await api.post("/api/auth/login", json={"username": "bench", "password": ADMIN_PASS})
+                ).json()
                 api.headers["Authorization"] = f"Bearer {token['token']}"
                 state = (await emu.get("/control/state")).json()
                 app = state["apps"][0]["app_id"]
-                connector = (await api.post("/api/integrations/feishu", json={
-                    "app_id": app, "app_secret": "emulator-secret-0123456789abcdef",
-                    "rate_limit_per_minute": 10_000, "approvers": []})).json()
+                connector = (
+                    await api.post(
+                        "/api/integrations/feishu",
+                        json={
+                            "app_id": app,
+                            "app_secret": "emulator-secret-0123456789abcdef",
+                            "rate_limit_per_minute": 10_000,
+                            "approvers": [],
+                        },
+                    )
+                ).json()
                 cid = connector["id"]
                 await api.post(f"/api/integrations/feishu/{cid}/verify-callback")
                 await api.patch(f"/api/integrations/feishu/{cid}/enable", json={"enabled": True})
-                processes.append(await asyncio.create_subprocess_exec(
-                    python, str(HERE / "sdk_noop_peer.py"), emu_url, SDK_APP["app_id"], SDK_APP["app_secret"],
-                    **quiet))
+                processes.append(
+                    await asyncio.create_subprocess_exec(
+                        python,
+                        str(HERE / "sdk_noop_peer.py"),
+                        emu_url,
+                        SDK_APP["app_id"],
+                        SDK_APP["app_secret"],
+                        **quiet,
+                    )
+                )
                 for _ in range(300):
                     apps = {c["app_id"] for c in (await emu.get("/control/connections")).json()["items"]}
                     if apps == {app, SDK_APP["app_id"]}:
@@ -182,26 +220,40 @@ async def main(count: int, rate: float) -> None:
 
     print(f"Inbound benchmark — {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, SQLite")
     print(f"{'':34}{'EchoCenter':>14}{'lark-oapi no-op':>18}")
-    print(f"{'fixed ' + str(rate) + ' ev/s: ack p50 (ms)':34}{fmt(fixed_ec['p50'], '.2f'):>14}"
-          f"{fmt(fixed_sdk['p50'], '.2f'):>18}")
-    print(f"{'fixed ' + str(rate) + ' ev/s: ack p99 (ms)':34}{fmt(fixed_ec['p99'], '.2f'):>14}"
-          f"{fmt(fixed_sdk['p99'], '.2f'):>18}")
+    print(
+        f"{'fixed ' + str(rate) + ' ev/s: ack p50 (ms)':34}{fmt(fixed_ec['p50'], '.2f'):>14}"
+        f"{fmt(fixed_sdk['p50'], '.2f'):>18}"
+    )
+    print(
+        f"{'fixed ' + str(rate) + ' ev/s: ack p99 (ms)':34}{fmt(fixed_ec['p99'], '.2f'):>14}"
+        f"{fmt(fixed_sdk['p99'], '.2f'):>18}"
+    )
     print(f"{'fixed: fully processed ev/s':34}{fmt(fixed_ec.get('processed_per_s')):>14}{'—':>18}")
     print(f"{'max speed: acked ev/s':34}{fmt(max_ec['acked_per_s']):>14}{fmt(max_sdk['acked_per_s']):>18}")
     print(f"{'max speed: fully processed ev/s':34}{fmt(max_ec.get('processed_per_s')):>14}{'(no-op)':>18}")
-    print(f"{'max speed: ack p50 / p99 (ms)':34}{fmt(max_ec['p50'], '.1f') + ' / ' + fmt(max_ec['p99'], '.1f'):>14}"
-          f"{fmt(max_sdk['p50'], '.1f') + ' / ' + fmt(max_sdk['p99'], '.1f'):>18}")
-    print(f"{'redelivered (missed 3 s ack)':34}{max_ec['redelivered'] + fixed_ec['redelivered']:>14}"
-          f"{max_sdk['redelivered'] + fixed_sdk['redelivered']:>18}")
+    ec_ack = f"{fmt(max_ec['p50'])} / {fmt(max_ec['p99'])}"
+    sdk_ack = f"{fmt(max_sdk['p50'])} / {fmt(max_sdk['p99'])}"
+    print(f"{'max speed: ack p50 / p99 (ms)':34}{ec_ack:>14}{sdk_ack:>18}")
+    print(
+        f"{'redelivered (missed 3 s ack)':34}{max_ec['redelivered'] + fixed_ec['redelivered']:>14}"
+        f"{max_sdk['redelivered'] + fixed_sdk['redelivered']:>18}"
+    )
     print(f"{'EchoCenter peak RSS (MiB)':34}{fmt(rss):>14}")
     processed = max_ec.get("processed_per_s")
     if processed and max_sdk["acked_per_s"]:
-        print(f"throughput ratio (EchoCenter fully processed / SDK no-op acked): {processed / max_sdk['acked_per_s']:.2f}")
-    print(f"events: {count} at max speed, {int(rate * 10)} at {rate}/s; processed {max_ec.get('processed')}/{count}")
+        ratio = processed / max_sdk["acked_per_s"]
+        print(f"throughput ratio (EchoCenter fully processed / SDK no-op acked): {ratio:.2f}")
+    if max_ec["acked_per_s"] and max_sdk["acked_per_s"]:
+        ack_ratio = max_ec["acked_per_s"] / max_sdk["acked_per_s"]
+        print(f"ack ratio (EchoCenter acked / SDK no-op acked): {ack_ratio:.2f}")
+    done = max_ec.get("processed")
+    print(f"events: {count} at max speed, {int(rate * 10)} at {rate}/s; processed {done}/{count}")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--count", type=int, default=3000, help="events per max-speed phase")
     parser.add_argument("--rate", type=float, default=200.0, help="events/s in the fixed-rate phase")
     args = parser.parse_args()
