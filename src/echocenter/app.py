@@ -8,16 +8,23 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
 
+from echocenter.agents import api as agents_api
+from echocenter.agents.hub import AgentHub
 from echocenter.api import health
 from echocenter.api.body_limit import BodySizeLimit
+from echocenter.approvals import api as approvals_api
+from echocenter.approvals.workflow import ApprovalWorkflow
 from echocenter.auth import api as auth_api
 from echocenter.auth import service as auth_service
 from echocenter.auth.passwords import passwords_for
+from echocenter.butler.brains import Brain, LLMBrain, RuleBrain
 from echocenter.butler.interface import Butler, UnconfiguredButler
+from echocenter.butler.service import ButlerService
 from echocenter.connectors import api as connectors_api
 from echocenter.db.engine import make_engine, make_sessionmaker
 from echocenter.db.migrate import upgrade_to_head
@@ -25,6 +32,7 @@ from echocenter.errors import install_error_handlers
 from echocenter.feishu import webhook
 from echocenter.feishu.bridge import FeishuBridge
 from echocenter.feishu.inbound import prune_seen_messages
+from echocenter.feishu.outbound import Outbound
 from echocenter.integration_logs import service as logs
 from echocenter.logging_setup import log_event
 from echocenter.runtime import Runtime
@@ -38,15 +46,15 @@ class BackgroundTasks:
     """Tasks the app holds for its lifetime; a failure is logged, never lost, and stop cancels them all."""
 
     def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
-    def start(self, name: str, coro: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+    def start(self, name: str, coro: Awaitable[Any]) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         task.set_name(name)
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
-    def _done(self, task: asyncio.Task[None]) -> None:
+    def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background_task_failed task=%s", task.get_name(), exc_info=task.exception())
@@ -92,8 +100,19 @@ async def _ensure_first_admin(runtime: Runtime) -> None:
         log_event(log, "initial_admin_created", username="admin", password_file=str(path))
 
 
+def make_brain(settings: Settings) -> Brain:
+    if settings.butler_base_url and settings.butler_api_token and settings.butler_model:
+        return LLMBrain(
+            base_url=settings.butler_base_url,
+            api_token=settings.butler_api_token,
+            model=settings.butler_model,
+            timeout=settings.butler_timeout,
+        )
+    return RuleBrain()
+
+
 def create_app(settings: Settings | None = None, *, butler: Butler | None = None) -> FastAPI:
-    """The service. ``butler`` receives routed messages (tests pass a recording one)."""
+    """The service. ``butler`` replaces the Butler service (tests of the ingress pass a recording one)."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -113,8 +132,23 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
         app.state.runtime = runtime
         await _ensure_first_admin(runtime)
 
+        tasks = BackgroundTasks()
+        agents = AgentHub()
         bridge = FeishuBridge(runtime, butler=butler or UnconfiguredButler())
-        app.state.bridge = bridge
+        outbound = Outbound(runtime.sessions, bridge)
+        workflow = ApprovalWorkflow(runtime, outbound=outbound, hub=agents, spawn=tasks.start)
+        bridge.card_handler = workflow.on_card_click
+        if butler is None:
+            bridge.butler = ButlerService(
+                runtime,
+                brain=make_brain(settings),
+                outbound=outbound,
+                workflow=workflow,
+                hub=agents,
+                spawn=tasks.start,
+            )
+        app.state.bridge, app.state.agents, app.state.workflow = bridge, agents, workflow
+        app.state.outbound = outbound
 
         async def prune() -> None:
             async with runtime.sessions() as session:
@@ -129,10 +163,15 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
             if removed or forgotten:
                 log_event(log, "retention_pruned", integration_logs=removed, seen_messages=forgotten)
 
-        tasks = BackgroundTasks()
         tasks.start("retention", _every(settings.log_retention_sweep_seconds, prune))
+
+        async def sweep() -> None:
+            await workflow.sweep_expired()
+
+        tasks.start("approval-expiry", _every(settings.approval_sweep_seconds, sweep))
         app.state.tasks = tasks
         await bridge.start()
+        tasks.start("recover-approvals", workflow.recover_interrupted())
         log_event(
             log, "service_started", environment=settings.environment.value, database=engine.dialect.name
         )
@@ -156,4 +195,6 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
     app.include_router(auth_api.router)
     app.include_router(connectors_api.router)
     app.include_router(webhook.router)
+    app.include_router(agents_api.router)
+    app.include_router(approvals_api.router)
     return app

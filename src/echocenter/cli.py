@@ -1,9 +1,10 @@
-"""`echocenter serve | emulator | migrate | admin create`."""
+"""`echocenter serve | demo | emulator | agent run | migrate | admin create`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import os
 import sys
@@ -34,6 +35,22 @@ def _emulator(args: argparse.Namespace) -> int:
     print(f"Feishu emulator on http://{args.host}:{args.port}/  (chat page; control API under /control)")
     print(f"default app: app_id={World.DEFAULT_APP_ID} app_secret={World.DEFAULT_APP_SECRET}")
     uvicorn.run(create_emulator_app(), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _agent_run(args: argparse.Namespace) -> int:
+    from echocenter.agents.example import DEFAULT_ALLOWED, run_agent
+    from echocenter.logging_setup import configure_logging
+
+    configure_logging("INFO")
+    token = args.token or os.environ.get("ECHOCENTER_AGENT_TOKEN", "")
+    if not token:
+        print("error: give --token or set ECHOCENTER_AGENT_TOKEN", file=sys.stderr)
+        return 2
+    allowed = frozenset(" ".join(c.split()) for c in (args.allow or DEFAULT_ALLOWED))
+    print(f"agent: connecting to {args.url}; allowed commands: {', '.join(sorted(allowed))}")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_agent(args.url, token, allowed=allowed, timeout=args.timeout))
     return 0
 
 
@@ -99,6 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=9000)
     emulator.set_defaults(run=_emulator)
+
+    agent = commands.add_parser("agent", help="the bundled example agent")
+    agent_commands = agent.add_subparsers(dest="agent_command", required=True)
+    agent_run = agent_commands.add_parser("run", help="connect to EchoCenter and run allowed commands")
+    agent_run.add_argument("--url", required=True, help="ws://HOST:PORT/api/agents/ws")
+    agent_run.add_argument("--token", help="the agent token (or ECHOCENTER_AGENT_TOKEN)")
+    agent_run.add_argument("--allow", action="append", help="an allowed command line (repeatable)")
+    agent_run.add_argument("--timeout", type=float, default=30.0, help="seconds a command may take")
+    agent_run.set_defaults(run=_agent_run)
 
     migrate = commands.add_parser("migrate", help="apply database migrations and exit")
     migrate.set_defaults(run=lambda _args: asyncio.run(_migrate()) or 0)

@@ -60,6 +60,17 @@ class Settings(BaseSettings):
     feishu_card_deadline: float = Field(default=2.5, gt=0, lt=3)
     feishu_callback_max_skew_seconds: int = Field(default=300, ge=1)
 
+    # The Butler's LLM brain (an OpenAI-compatible chat API); all three set: LLM brain, else the rule brain.
+    butler_base_url: str = ""
+    butler_api_token: str = ""
+    butler_model: str = ""
+    butler_timeout: float = Field(default=30.0, gt=0)
+    butler_history_turns: int = Field(default=20, ge=0, le=200)
+
+    approval_ttl: int = Field(default=600, ge=5, description="seconds a command waits for a decision")
+    approval_sweep_seconds: float = Field(default=5.0, gt=0)
+    agent_command_timeout: float = Field(default=30.0, gt=0)
+
     log_retention_days: int = Field(default=30, ge=1)
     log_retention_max_rows: int = Field(default=100_000, ge=100)
     # Seen message_ids are kept this long for de-duplication (Feishu redelivers within hours).

@@ -95,7 +95,7 @@ async def test_a_card_click_is_answered_in_the_http_response(stack: Stack) -> No
         "POST", "/cards/click", {"message_id": sent["message_id"], "operator": "ou_alice"}
     )
     assert click["status"] == "answered"
-    assert click["toast"]["type"] == "info"
+    assert click["toast"] == {"type": "error", "content": "Unknown decision."}
 
 
 async def test_url_verification_encrypted_and_plain(stack: Stack) -> None:

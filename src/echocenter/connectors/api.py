@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from sqlalchemy import select
 
 from echocenter.api.deps import BridgeDep, CurrentAdmin, RuntimeDep, SessionDep
 from echocenter.connectors import service
@@ -15,7 +17,9 @@ from echocenter.connectors.schemas import (
     EnableRequest,
     VerifyResult,
 )
-from echocenter.db.models import LogLevel
+from echocenter.db.models import InboundMessage, LogLevel
+from echocenter.errors import Conflict
+from echocenter.feishu.outbound import Outbound, OutboundError
 from echocenter.integration_logs import service as logs
 from echocenter.integration_logs.schemas import LogEntryOut, LogPageOut
 
@@ -128,3 +132,47 @@ async def connector_logs(
         level=level,
     )
     return LogPageOut(items=[LogEntryOut.model_validate(e) for e in page.items], next_cursor=page.next_cursor)
+
+
+class TestMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    chat_id: StrictStr | None = Field(default=None, max_length=128, description="default: see the route")
+    text: StrictStr = Field(default="Hello from EchoCenter 👋", min_length=1, max_length=10_000)
+
+
+class TestMessageSent(BaseModel):
+    chat_id: str
+    message_ids: list[str]
+
+
+@router.post(
+    "/{connector_id}/test-message",
+    response_model=TestMessageSent,
+    summary="Really send a message to Feishu",
+    description="To chat_id if given, else the first of allowed_chat_ids, else the chat of the latest "
+    "inbound message. Logged as ws_outbound.",
+)
+async def test_message(
+    connector_id: ConnectorId, body: TestMessage, _: CurrentAdmin, session: SessionDep, request: Request
+) -> TestMessageSent:
+    connector = await service.get_connector(session, connector_id)
+    chat_id = body.chat_id or (connector.allowed_chat_ids[0] if connector.allowed_chat_ids else None)
+    if not chat_id:
+        chat_id = await session.scalar(
+            select(InboundMessage.chat_id)
+            .where(InboundMessage.connector_id == connector_id)
+            .order_by(InboundMessage.id.desc())
+            .limit(1)
+        )
+    if not chat_id:
+        raise Conflict(
+            "no chat to send to: give chat_id, set allowed_chat_ids, or write to the bot first",
+            field="chat_id",
+        )
+    await session.close()
+    outbound: Outbound = request.app.state.outbound
+    try:
+        ids = await outbound.send_text(connector_id, chat_id=chat_id, text=body.text)
+    except OutboundError as exc:
+        raise Conflict(f"Feishu refused the message: {exc}") from exc
+    return TestMessageSent(chat_id=chat_id, message_ids=ids)

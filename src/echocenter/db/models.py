@@ -134,3 +134,73 @@ class InboundMessage(Base):
     chat_id: Mapped[str] = mapped_column(String(64), default="")
     status: Mapped[str] = mapped_column(String(16), default=InboundStatus.RECEIVED.value)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Agent(Base):
+    """A machine that runs approved commands. Its token is shown once; only its SHA-256 is kept."""
+
+    __tablename__ = "agents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Approval(Base):
+    """A command waiting for, or past, a person's decision. The state machine is in approvals/states.py."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (Index("ix_approvals_status_expires", "status", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    connector_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("feishu_connectors.id", ondelete="SET NULL"), nullable=True
+    )
+    status: Mapped[str] = mapped_column(String(16))
+    agent_name: Mapped[str] = mapped_column(String(64))
+    command: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    request_id: Mapped[str] = mapped_column(String(64), unique=True)  # correlates the agent's result
+    requested_by_open_id: Mapped[str] = mapped_column(String(64), default="")
+    requested_by_name: Mapped[str] = mapped_column(String(128), default="")
+    chat_id: Mapped[str] = mapped_column(String(64), default="")
+    source_message_id: Mapped[str] = mapped_column(String(64), default="")
+    card_message_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    decided_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    decision_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    output: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Conversation(Base):
+    """One per Feishu user and chat, per connector."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (
+        UniqueConstraint("connector_id", "chat_id", "open_id", name="uq_conversations_who_where"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    connector_id: Mapped[int] = mapped_column(Integer, ForeignKey("feishu_connectors.id", ondelete="CASCADE"))
+    chat_id: Mapped[str] = mapped_column(String(64))
+    open_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ConversationTurn(Base):
+    __tablename__ = "conversation_turns"
+    __table_args__ = (Index("ix_conversation_turns_conversation_id_id", "conversation_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[int] = mapped_column(Integer, ForeignKey("conversations.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(16))  # user | assistant
+    content: Mapped[str] = mapped_column(Text)
+    message_id: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

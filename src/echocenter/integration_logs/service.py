@@ -38,6 +38,8 @@ class LogAction(StrEnum):
     WS_OUTBOUND = "ws_outbound"
     WS_AUTH_CARD = "ws_auth_card"
     WS_AUTH_CARD_DECISION = "ws_auth_card_decision"
+    APPROVAL_RESULT = "approval_result"
+    BUTLER_ERROR = "butler_error"
 
 
 # Belt and braces: whatever a caller passes, these keys never reach the log.

@@ -1,0 +1,1 @@
+"""Agents: machines that run approved commands, connected over a WebSocket."""

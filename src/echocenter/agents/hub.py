@@ -1,0 +1,112 @@
+"""Connected agents: directives out, results back, matched by request_id (never "the next message")."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from echocenter.logging_setup import log_event
+
+log = logging.getLogger(__name__)
+
+
+class AgentLink(Protocol):
+    async def send_json(self, data: Any) -> None: ...
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    ok: bool
+    output: str
+
+
+class AgentOffline(Exception):
+    pass
+
+
+@dataclass
+class _Connected:
+    agent_id: int
+    link: AgentLink
+    pending: set[str] = field(default_factory=set)
+
+
+class AgentHub:
+    def __init__(self) -> None:
+        self._connected: dict[str, _Connected] = {}  # by agent name
+        self._waiting: dict[str, asyncio.Future[CommandResult]] = {}  # by request_id
+
+    def online(self) -> list[str]:
+        return sorted(self._connected)
+
+    def is_online(self, name: str) -> bool:
+        return name in self._connected
+
+    async def attach(self, name: str, agent_id: int, link: AgentLink) -> None:
+        previous = self._connected.get(name)
+        self._connected[name] = _Connected(agent_id, link)
+        if previous is not None:  # the same agent connected again: the older link is stale
+            with contextlib.suppress(Exception):
+                await previous.link.close(code=4000, reason="replaced by a newer connection")
+        log_event(log, "agent_online", agent=name)
+
+    def detach(self, name: str, link: AgentLink) -> None:
+        current = self._connected.get(name)
+        if current is None or current.link is not link:
+            return
+        del self._connected[name]
+        for request_id in current.pending:
+            future = self._waiting.pop(request_id, None)
+            if future is not None and not future.done():
+                future.set_result(CommandResult(False, "the agent disconnected before answering"))
+        log_event(log, "agent_offline", agent=name)
+
+    async def disconnect(self, name: str) -> None:
+        current = self._connected.get(name)
+        if current is not None:
+            with contextlib.suppress(Exception):
+                await current.link.close(code=4003, reason="revoked")
+            self.detach(name, current.link)
+
+    def take_result(self, name: str, message: dict[str, Any]) -> bool:
+        """A result from an agent; True when it answered a directive this hub is waiting on."""
+        request_id = message.get("request_id")
+        connected = self._connected.get(name)
+        if not isinstance(request_id, str) or connected is None or request_id not in connected.pending:
+            return False  # unknown, or someone else's request: ignored
+        connected.pending.discard(request_id)
+        future = self._waiting.pop(request_id, None)
+        if future is None or future.done():
+            return False
+        output = message.get("output")
+        future.set_result(
+            CommandResult(bool(message.get("ok")), output if isinstance(output, str) else str(output))
+        )
+        return True
+
+    async def run(
+        self, name: str, *, request_id: str, command: str, reason: str, timeout: float
+    ) -> CommandResult:
+        connected = self._connected.get(name)
+        if connected is None:
+            raise AgentOffline(f"agent {name} is offline")
+        future: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = future
+        connected.pending.add(request_id)
+        try:
+            await connected.link.send_json(
+                {"type": "directive", "request_id": request_id, "command": command, "reason": reason}
+            )
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            return CommandResult(False, f"no result from {name} within {timeout:g} s")
+        except Exception as exc:
+            raise AgentOffline(f"agent {name} could not be reached: {type(exc).__name__}") from exc
+        finally:
+            self._waiting.pop(request_id, None)
+            connected.pending.discard(request_id)

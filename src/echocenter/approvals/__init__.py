@@ -1,0 +1,1 @@
+"""Approvals: a durable state machine in the database; every decision happens exactly once."""

@@ -1,0 +1,180 @@
+"""The Butler: one conversation per Feishu user and chat, kept in the database; replies in the same chat;
+commands go through approvals."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from echocenter.agents.hub import AgentHub
+from echocenter.approvals.states import ApprovalStatus
+from echocenter.approvals.workflow import ApprovalWorkflow
+from echocenter.butler.brains import Brain, BrainContext, BrainError
+from echocenter.butler.interface import InboundMessage
+from echocenter.db.models import Approval, Conversation, ConversationTurn, LogLevel
+from echocenter.db.types import utcnow
+from echocenter.feishu.outbound import Outbound, OutboundError
+from echocenter.integration_logs.service import LogAction, record_now
+from echocenter.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+APOLOGY = "Sorry — I could not think that through just now. Please try again in a moment."
+Spawn = Callable[[str, Awaitable[None]], None]
+
+
+async def _conversation_id(session: AsyncSession, message: InboundMessage) -> int:
+    """The conversation of this user in this chat, created on first contact (race-free: unique key)."""
+    dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    now = utcnow()
+    await session.execute(
+        dialect_insert(Conversation)
+        .values(
+            connector_id=message.connector_id,
+            chat_id=message.chat_id,
+            open_id=message.open_id,
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["connector_id", "chat_id", "open_id"])
+    )
+    conversation_id = await session.scalar(
+        select(Conversation.id).where(
+            Conversation.connector_id == message.connector_id,
+            Conversation.chat_id == message.chat_id,
+            Conversation.open_id == message.open_id,
+        )
+    )
+    assert conversation_id is not None
+    return conversation_id
+
+
+class ButlerService:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        brain: Brain,
+        outbound: Outbound,
+        workflow: ApprovalWorkflow,
+        hub: AgentHub,
+        spawn: Spawn,
+    ) -> None:
+        self._sessions = runtime.sessions
+        self._settings = runtime.settings
+        self._brain = brain
+        self._outbound = outbound
+        self._workflow = workflow
+        self._hub = hub
+        self._spawn = spawn
+        self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def handle(self, message: InboundMessage) -> None:
+        """Keep the message (so it survives a restart), then think and answer in the background."""
+        async with self._sessions() as session:
+            conversation_id = await _conversation_id(session, message)
+            session.add(
+                ConversationTurn(
+                    conversation_id=conversation_id,
+                    role="user",
+                    content=message.text,
+                    message_id=message.message_id,
+                    created_at=utcnow(),
+                )
+            )
+            await session.commit()
+        self._spawn(f"butler-{message.message_id}", self._respond(conversation_id, message))
+
+    async def _history(self, conversation_id: int, before_message_id: str) -> list[tuple[str, str]]:
+        limit = self._settings.butler_history_turns
+        if limit == 0:
+            return []
+        async with self._sessions() as session:
+            turns = list(
+                await session.scalars(
+                    select(ConversationTurn)
+                    .where(ConversationTurn.conversation_id == conversation_id)
+                    .order_by(ConversationTurn.id.desc())
+                    .limit(limit + 1)
+                )
+            )
+        turns.reverse()
+        return [(t.role, t.content) for t in turns if t.message_id != before_message_id or t.role != "user"]
+
+    async def _pending(self) -> int:
+        async with self._sessions() as session:
+            count = await session.scalar(
+                select(func.count())
+                .select_from(Approval)
+                .where(Approval.status == ApprovalStatus.PENDING.value)
+            )
+        return int(count or 0)
+
+    async def _respond(self, conversation_id: int, message: InboundMessage) -> None:
+        async with self._locks[conversation_id]:  # one answer at a time per conversation, in order
+            context = BrainContext(
+                text=message.text,
+                requester=message.open_id,
+                history=await self._history(conversation_id, message.message_id),
+                agents_online=self._hub.online(),
+                pending_approvals=await self._pending(),
+            )
+            try:
+                reply = await self._brain.respond(context)
+            except BrainError as exc:
+                await record_now(
+                    self._sessions,
+                    connector_id=message.connector_id,
+                    action=LogAction.BUTLER_ERROR,
+                    level=LogLevel.ERROR,
+                    error=str(exc),
+                    message_id=message.message_id,
+                )
+                await self._say(message, APOLOGY)
+                return
+            if reply.text:
+                await self._say(message, reply.text)
+            if reply.command is not None:
+                approval = await self._workflow.request(
+                    message=message,
+                    requester_name=message.open_id,
+                    agent=reply.command.agent,
+                    command=reply.command.command,
+                    reason=reply.command.reason,
+                )
+                await self._remember(
+                    conversation_id,
+                    f"[asked for approval #{approval.id}: {reply.command.command} on {reply.command.agent}]",
+                )
+
+    async def _say(self, message: InboundMessage, text: str) -> None:
+        try:
+            await self._outbound.send_text(
+                message.connector_id,
+                chat_id=message.chat_id,
+                text=text,
+                reply_to=message.message_id,
+                uuid=f"reply-{message.message_id}",
+            )
+        except OutboundError:
+            return  # logged as ws_outbound with Feishu's code
+        async with self._sessions() as session:
+            conversation_id = await _conversation_id(session, message)
+            await session.commit()
+        await self._remember(conversation_id, text)
+
+    async def _remember(self, conversation_id: int, text: str) -> None:
+        async with self._sessions() as session:
+            session.add(
+                ConversationTurn(
+                    conversation_id=conversation_id, role="assistant", content=text, created_at=utcnow()
+                )
+            )
+            await session.commit()
