@@ -79,7 +79,8 @@ def e2e_settings(database: Database, tmp_path: Path, emu_url: str, **overrides: 
 
 
 @asynccontextmanager
-async def serve_echocenter(settings: Settings, butler: RecordingButler) -> AsyncIterator[Server]:
+async def serve_echocenter(settings: Settings, butler: RecordingButler | None) -> AsyncIterator[Server]:
+    """EchoCenter on a real port; ``butler=None`` runs the real Butler service."""
     async with (
         serve(create_app(settings, butler=butler)) as url,
         httpx.AsyncClient(base_url=url, timeout=10) as c,

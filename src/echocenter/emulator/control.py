@@ -81,7 +81,9 @@ class ClickIn(_Body):
     message_id: str
     operator: str = Field(description="open_id of the user who clicks")
     button: str | int = Field(default=0, description="button text, or its index in the card")
-    value: dict[str, Any] | None = Field(default=None, description="overrides the button's value")
+    value: dict[str, Any] | None = Field(
+        default=None, description="click with this value instead of a button's (a stale copy of the card)"
+    )
     form_value: dict[str, Any] | None = None
     app_id: str = ""
 
@@ -327,15 +329,18 @@ class Control:
         operator = self._user(body.operator)
         card = parse_card(message.content)
         buttons = card_buttons(card)
-        if isinstance(body.button, int):
-            if not 0 <= body.button < len(buttons):
-                raise ControlError(400, f"the card has {len(buttons)} buttons")
-            button = buttons[body.button]
-        else:
-            matches = [b for b in buttons if button_text(b) == body.button]
-            if not matches:
-                raise ControlError(400, f"the card has no button {body.button!r}")
-            button = matches[0]
+        button: dict[str, Any] = {}
+        if body.value is None:
+            if isinstance(body.button, int):
+                if not 0 <= body.button < len(buttons):
+                    raise ControlError(400, f"the card has {len(buttons)} buttons")
+                button = buttons[body.button]
+            else:
+                matches = [b for b in buttons if button_text(b) == body.button]
+                if not matches:
+                    raise ControlError(400, f"the card has no button {body.button!r}")
+                button = matches[0]
+        # A given value stands for a click on a card as it was before an update (a stale screen).
         value = body.value if body.value is not None else button.get("value", {})
         event = card_action(
             app,

@@ -1,0 +1,378 @@
+"""The seed's whole story through the emulator: a person writes, the Butler answers in the same chat, a
+command waits for approval on a card, a click runs it exactly once on a real agent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from echocenter.agents.example import run_agent
+from tests.conftest import Server
+from tests.e2e.conftest import create_verified_connector, e2e_settings, serve_echocenter
+from tests.support.databases import Database
+from tests.support.emulator import RunningEmulator
+from tests.support.waiting import eventually
+
+AGENT = "demo-agent"
+
+
+@dataclass
+class Story:
+    server: Server
+    emu: RunningEmulator
+    connector_id: int
+
+    @property
+    def api(self) -> httpx.AsyncClient:
+        return self.server.client
+
+    async def say(self, text: str, sender: str = "ou_alice", chat_id: str = "oc_ops") -> str:
+        sent = await self.emu.control(
+            "POST", "/messages", {"chat_id": chat_id, "sender": sender, "text": text, "mention_bot": True}
+        )
+        message_id: str = sent["message_id"]
+        return message_id
+
+    async def bot_messages(self, chat_id: str = "oc_ops") -> list[dict[str, Any]]:
+        items = (await self.emu.control("GET", f"/chats/{chat_id}/messages"))["items"]
+        return [m for m in items if m["sender_type"] == "app"]
+
+    async def reply_to(self, message_id: str, msg_type: str = "text") -> dict[str, Any]:
+        async def find() -> dict[str, Any] | None:
+            for m in await self.bot_messages():
+                if m["parent_id"] == message_id and m["msg_type"] == msg_type:
+                    return m
+            return None
+
+        return await eventually(find)
+
+    async def card_for(self, message_id: str) -> dict[str, Any]:
+        return await self.reply_to(message_id, "interactive")
+
+    async def click(self, card_id: str, button: str, operator: str = "ou_alice") -> dict[str, Any]:
+        """Click a button as first shown: a card already collapsed still has its old buttons on a slow screen."""
+        approval_id = int(card_id and (await self.approvals())[0]["id"])
+        value = {"approval_id": approval_id, "decision": "approve" if button == "Approve" else "reject"}
+        result: dict[str, Any] = await self.emu.control(
+            "POST", "/cards/click", {"message_id": card_id, "operator": operator, "value": value}
+        )
+        return result
+
+    async def approvals(self, **params: Any) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = (await self.api.get("/api/approvals", params=params)).json()
+        return items
+
+    async def approval(self, approval_id: int) -> dict[str, Any]:
+        body: dict[str, Any] = (await self.api.get(f"/api/approvals/{approval_id}")).json()
+        return body
+
+    async def settled(self, approval_id: int) -> dict[str, Any]:
+        async def done() -> dict[str, Any] | None:
+            approval = await self.approval(approval_id)
+            return approval if approval["status"] in ("EXECUTED", "FAILED", "REJECTED", "EXPIRED") else None
+
+        return await eventually(done)
+
+    async def logs(self, action: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = (
+            await self.api.get(
+                f"/api/integrations/feishu/{self.connector_id}/logs", params={"action": action, "limit": 200}
+            )
+        ).json()["items"]
+        return items
+
+    async def result_messages(self) -> list[dict[str, Any]]:
+        return [
+            m
+            for m in await self.bot_messages()
+            if m["msg_type"] == "text" and m["content"]["text"].startswith(("✅", "❌"))
+        ]
+
+
+async def register_agent(api: httpx.AsyncClient, name: str = AGENT) -> str:
+    created = await api.post("/api/agents", json={"name": name})
+    assert created.status_code == 201, created.text
+    token: str = created.json()["token"]
+    return token
+
+
+@asynccontextmanager
+async def agent_running(
+    server: Server, token: str, allowed: tuple[str, ...] = ("uptime", "whoami")
+) -> AsyncIterator[None]:
+    url = server.url.replace("http", "ws", 1) + "/api/agents/ws"
+    task = asyncio.create_task(run_agent(url, token, allowed=frozenset(allowed), heartbeat=0.5))
+
+    async def online() -> bool:
+        agents = (await server.client.get("/api/agents")).json()
+        return any(a["online"] for a in agents)
+
+    await eventually(online)
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def story_settings(database: Database, tmp_path: Path, emu: RunningEmulator, **overrides: Any) -> Any:
+    return e2e_settings(database, tmp_path, emu.url, approval_sweep_seconds=0.2, **overrides)
+
+
+@asynccontextmanager
+async def story_with_agent(
+    database: Database, tmp_path: Path, emu: RunningEmulator, **overrides: Any
+) -> AsyncIterator[Story]:
+    async with serve_echocenter(story_settings(database, tmp_path, emu, **overrides), None) as server:
+        connector_id = await create_verified_connector(
+            server, approvers=["ou_alice"], rate_limit_per_minute=1000
+        )
+        token = await register_agent(server.client)
+        async with agent_running(server, token):
+            yield Story(server, emu, connector_id)
+
+
+@pytest.fixture
+async def story(database: Database, tmp_path: Path, emu: RunningEmulator) -> AsyncIterator[Story]:
+    async with story_with_agent(database, tmp_path, emu) as s:
+        yield s
+
+
+async def asked(
+    story: Story, text: str = f"run {AGENT} uptime"
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Write a run request; wait for its card and approval."""
+    message_id = await story.say(text)
+    card = await story.card_for(message_id)
+    approvals = await eventually(lambda: story.approvals(status="PENDING"))
+    return message_id, card, approvals[0]
+
+
+async def test_the_butler_answers_in_the_same_chat(story: Story) -> None:
+    message_id = await story.say("help")
+    reply = await story.reply_to(message_id)
+    assert "run <agent> <command>" in reply["content"]["text"]
+    dm = await story.say("agents", chat_id="oc_p2p_alice")
+    items = (await story.emu.control("GET", "/chats/oc_p2p_alice/messages"))["items"]
+    answer = await eventually(lambda: _first(items, dm, story))
+    assert AGENT in answer["content"]["text"]
+    assert await story.logs("ws_outbound")
+
+
+async def _first(_: Any, parent: str, story: Story) -> dict[str, Any] | None:
+    items = (await story.emu.control("GET", "/chats/oc_p2p_alice/messages"))["items"]
+    return next((m for m in items if m["parent_id"] == parent and m["sender_type"] == "app"), None)
+
+
+async def test_run_sends_an_approval_card(story: Story) -> None:
+    message_id, card, approval = await asked(story)
+    content = card["content"]
+    assert content["config"]["update_multi"] is True
+    buttons = [a["text"]["content"] for a in content["elements"][-1]["actions"]]
+    assert buttons == ["Approve", "Reject"]
+    assert "uptime" in json.dumps(content) and AGENT in content["header"]["title"]["content"]
+    assert (approval["agent_name"], approval["command"], approval["requested_by_open_id"]) == (
+        AGENT,
+        "uptime",
+        "ou_alice",
+    )
+    assert approval["card_message_id"] == card["message_id"] and approval["source_message_id"] == message_id
+    assert (await story.logs("ws_auth_card"))[0]["detail"]["ok"] is True
+
+
+async def test_approve_runs_the_command_once_and_reports_it(story: Story) -> None:
+    _, card, approval = await asked(story)
+    click = await story.click(card["message_id"], "Approve")
+    assert click["status"] == "answered" and click["toast"]["type"] == "success"
+    collapsed = click["response"]["card"]["data"]
+    assert "actions" not in json.dumps(collapsed) and "Approved by <at id=ou_alice></at>" in json.dumps(
+        collapsed
+    )
+    done = await story.settled(approval["id"])
+    assert done["status"] == "EXECUTED" and "load average" in done["output"]
+    assert done["decided_by"] == "ou_alice"
+    [result] = await eventually(story.result_messages)
+    assert "load average" in result["content"]["text"]
+    stored = (await story.emu.control("GET", "/chats/oc_ops/messages"))["items"]
+    card_now = next(m for m in stored if m["message_id"] == card["message_id"])
+    assert "done" in card_now["content"]["header"]["title"]["content"]
+    decision = (await story.logs("ws_auth_card_decision"))[0]["detail"]
+    assert (decision["decision"], decision["operator"]) == ("approved", "ou_alice")
+
+
+async def test_reject_runs_nothing(story: Story) -> None:
+    _, card, approval = await asked(story)
+    click = await story.click(card["message_id"], "Reject")
+    assert "Rejected" in json.dumps(click["response"]["card"])
+    assert (await story.settled(approval["id"]))["status"] == "REJECTED"
+    await asyncio.sleep(0.5)
+    assert await story.result_messages() == []
+    assert await story.logs("approval_result") == []
+
+
+async def test_someone_not_an_approver_is_refused(story: Story) -> None:
+    _, card, approval = await asked(story)
+    click = await story.click(card["message_id"], "Approve", operator="ou_bob")
+    assert click["toast"] == {"type": "error", "content": "You are not allowed to approve commands here."}
+    assert "card" not in click["response"]
+    assert (await story.approval(approval["id"]))["status"] == "PENDING"
+    refused = (await story.logs("ws_auth_card_decision"))[0]["detail"]
+    assert refused["refused"] is True and refused["operator"] == "ou_bob"
+
+
+async def test_a_second_click_changes_nothing(story: Story) -> None:
+    _, card, approval = await asked(story)
+    await story.click(card["message_id"], "Approve")
+    await story.settled(approval["id"])
+    again = await story.click(card["message_id"], "Reject")
+    assert again["toast"]["content"] == "Already executed by ou_alice."
+    await asyncio.sleep(0.3)
+    assert len(await story.result_messages()) == 1
+    assert len(await story.logs("approval_result")) == 1
+
+
+async def test_concurrent_clicks_decide_exactly_once(story: Story) -> None:
+    _, card, approval = await asked(story)
+    await story.emu.control("POST", "/config", {"card_response_timeout_seconds": 3.0})
+    clicks = await asyncio.gather(
+        *(story.click(card["message_id"], b) for b in ("Approve", "Reject", "Approve"))
+    )
+    winners = [c for c in clicks if not c["toast"]["content"].startswith("Already")]
+    assert len(winners) == 1
+    final = await story.settled(approval["id"])
+    assert len([e for e in await story.logs("ws_auth_card_decision") if "decision" in e["detail"]]) == 1
+    await asyncio.sleep(0.3)
+    assert len(await story.result_messages()) == (1 if final["status"] == "EXECUTED" else 0)
+
+
+async def test_an_offline_agent_fails_the_approval(story: Story) -> None:
+    _, card, approval = await asked(story, "run ghost-agent uptime")
+    await story.click(card["message_id"], "Approve")
+    done = await story.settled(approval["id"])
+    assert done["status"] == "FAILED" and "offline" in done["output"]
+    [result] = await eventually(story.result_messages)
+    assert result["content"]["text"].startswith("❌")
+
+
+async def test_the_agent_refuses_commands_off_its_list(story: Story) -> None:
+    _, card, approval = await asked(story, f"run {AGENT} rm -rf /")
+    await story.click(card["message_id"], "Approve")
+    done = await story.settled(approval["id"])
+    assert done["status"] == "FAILED" and "allow-list" in done["output"]
+
+
+async def test_pending_approvals_expire_and_late_clicks_say_so(
+    database: Database, tmp_path: Path, emu: RunningEmulator
+) -> None:
+    async with story_with_agent(database, tmp_path, emu, approval_ttl=5) as story:
+        _, card, approval = await asked(story)
+
+        async def expired() -> bool:
+            return (await story.approval(approval["id"]))["status"] == "EXPIRED"
+
+        await eventually(expired, timeout=15)
+
+        async def card_says_expired() -> bool:
+            stored = (await story.emu.control("GET", "/chats/oc_ops/messages"))["items"]
+            now = next(m for m in stored if m["message_id"] == card["message_id"])
+            return now["content"]["header"]["title"]["content"].startswith("Expired")
+
+        await eventually(card_says_expired)
+        late = await story.click(card["message_id"], "Approve")
+        assert late["toast"] == {"type": "warning", "content": "This request has expired."}
+        assert await story.result_messages() == []
+
+
+async def test_a_pending_approval_survives_a_restart(
+    database: Database, tmp_path: Path, emu: RunningEmulator
+) -> None:
+    settings = story_settings(database, tmp_path, emu)
+    async with serve_echocenter(settings, None) as server:
+        connector_id = await create_verified_connector(server, approvers=["ou_alice"])
+        token = await register_agent(server.client)
+        story = Story(server, emu, connector_id)
+        _, card, approval = await asked(story)
+    async with serve_echocenter(settings, None) as server, agent_running(server, token):
+        story = Story(server, emu, connector_id)
+        await eventually(lambda: _connected(emu))
+        click = await story.click(card["message_id"], "Approve")
+        assert click["status"] == "answered" and click["toast"]["type"] == "success"
+        assert (await story.settled(approval["id"]))["status"] == "EXECUTED"
+
+
+async def _connected(emu: RunningEmulator) -> bool:
+    return bool((await emu.control("GET", "/connections"))["items"])
+
+
+async def test_outbound_retries_after_5xx_and_rate_limit_without_duplicates(story: Story) -> None:
+    await story.emu.control("POST", "/faults", {"fail_next_sends": {"count": 1, "kind": "5xx"}})
+    await story.emu.control(
+        "POST", "/faults", {"fail_next_sends": {"count": 1, "kind": "rate_limit", "reset_seconds": 1}}
+    )
+    message_id = await story.say("status")
+    reply = await story.reply_to(message_id)
+    assert "approval(s) waiting" in reply["content"]["text"]
+    await asyncio.sleep(0.3)
+    assert len([m for m in await story.bot_messages() if m["parent_id"] == message_id]) == 1
+    counters = (await story.emu.control("GET", "/counters"))["counters"]
+    assert counters["fault.send_failure"] == 2
+    assert [e["detail"]["ok"] for e in await story.logs("ws_outbound")] == [True]
+
+
+async def test_admins_decide_from_the_api_with_the_same_rule(story: Story) -> None:
+    _, card, approval = await asked(story)
+    url = f"/api/approvals/{approval['id']}/decision"
+    first = await story.api.post(url, json={"decision": "approve", "reason": "routine check"})
+    assert first.status_code == 200 and first.json()["decided"] is True
+    second = await story.api.post(url, json={"decision": "reject"})
+    assert second.json()["decided"] is False and second.json()["approval"]["status"] != "REJECTED"
+    done = await story.settled(approval["id"])
+    assert done["status"] == "EXECUTED" and done["decided_by"] == "admin:admin"
+    stored = (await story.emu.control("GET", "/chats/oc_ops/messages"))["items"]
+    card_now = next(m for m in stored if m["message_id"] == card["message_id"])
+    assert "routine check" in json.dumps(card_now["content"])
+    bad = await story.api.post(url, json={"decision": "maybe"})
+    assert bad.status_code == 422
+    assert (
+        await story.api.post("/api/approvals/999/decision", json={"decision": "approve"})
+    ).status_code == 404
+    member = await story.server.create_member()
+    forbidden = await story.api.get("/api/approvals", headers={"Authorization": f"Bearer {member}"})
+    assert forbidden.status_code == 403
+
+
+async def test_agents_are_registered_listed_and_revoked(story: Story) -> None:
+    agents = (await story.api.get("/api/agents")).json()
+    assert [(a["name"], a["online"]) for a in agents] == [(AGENT, True)]
+    assert "token" not in agents[0]
+    duplicate = await story.api.post("/api/agents", json={"name": AGENT})
+    assert duplicate.status_code == 409
+    revoked = await story.api.delete(f"/api/agents/{agents[0]['id']}")
+    assert revoked.json()["revoked_at"] is not None
+
+    async def offline() -> bool:
+        return not (await story.api.get("/api/agents")).json()[0]["online"]
+
+    await eventually(offline)
+    async with httpx.AsyncClient() as http:
+        response = await http.get(story.server.url + "/api/agents")
+        assert response.status_code == 401
+
+
+async def test_the_test_message_route_really_sends(story: Story) -> None:
+    response = await story.api.post(
+        f"/api/integrations/feishu/{story.connector_id}/test-message",
+        json={"chat_id": "oc_ops", "text": "ping from the admin"},
+    )
+    assert response.status_code == 200, response.text
+    sent = await story.bot_messages()
+    assert sent[-1]["content"] == {"text": "ping from the admin"}
+    assert sent[-1]["message_id"] == response.json()["message_ids"][0]
