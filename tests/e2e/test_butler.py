@@ -58,7 +58,7 @@ class Story:
         return await self.reply_to(message_id, "interactive")
 
     async def click(self, card_id: str, button: str, operator: str = "ou_alice") -> dict[str, Any]:
-        """Click a button as first shown: a card already collapsed still has its old buttons on a slow screen."""
+        """Click as first shown: a collapsed card keeps its old buttons on a slow screen."""
         approval_id = int(card_id and (await self.approvals())[0]["id"])
         value = {"approval_id": approval_id, "decision": "approve" if button == "Approve" else "reject"}
         result: dict[str, Any] = await self.emu.control(
