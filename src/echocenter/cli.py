@@ -54,6 +54,22 @@ def _agent_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from echocenter.demo import run_demo
+    from echocenter.logging_setup import configure_logging
+
+    configure_logging("WARNING")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            run_demo(
+                host=args.host, port=args.port, emulator_port=args.emulator_port, data_dir=Path(args.data_dir)
+            )
+        )
+    return 0
+
+
 async def _migrate() -> None:
     from echocenter.db.engine import make_engine
     from echocenter.db.migrate import upgrade_to_head
@@ -111,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.set_defaults(run=_serve)
+
+    demo = commands.add_parser("demo", help="service + Feishu emulator + example agent, wired together")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8080, help="EchoCenter's port")
+    demo.add_argument("--emulator-port", type=int, default=9000)
+    demo.add_argument("--data-dir", default="data/demo", help="the demo's SQLite database and keys")
+    demo.set_defaults(run=_demo)
 
     emulator = commands.add_parser("emulator", help="run the local Feishu emulator")
     emulator.add_argument("--host", default="127.0.0.1")

@@ -66,6 +66,16 @@ async def revoke(
     return _out(agent, hub)
 
 
+@router.post("/{agent_id}/token", response_model=AgentCreated, summary="Issue a new token (shown once)")
+async def rotate_token(
+    agent_id: Annotated[int, Path(ge=1, le=2**31 - 1)], _: CurrentAdmin, session: SessionDep, request: Request
+) -> AgentCreated:
+    agent, token = await service.rotate_token(session, agent_id)
+    hub = _hub(request)
+    await hub.disconnect(agent.name)  # whoever holds the old token is out
+    return AgentCreated(**_out(agent, hub).model_dump(), token=token)
+
+
 def _token(websocket: WebSocket) -> str:
     header = websocket.headers.get("authorization", "")
     if header.lower().startswith("bearer "):

@@ -51,6 +51,17 @@ async def revoke(session: AsyncSession, agent_id: int) -> Agent:
     return agent
 
 
+async def rotate_token(session: AsyncSession, agent_id: int) -> tuple[Agent, str]:
+    """A new token (the old one stops working); also re-activates a revoked agent."""
+    agent = await session.get(Agent, agent_id)
+    if agent is None:
+        raise NotFound(f"agent {agent_id} does not exist")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    agent.token_hash, agent.revoked_at = hash_token(token), None
+    await session.commit()
+    return agent, token
+
+
 async def seen(session: AsyncSession, agent_id: int) -> None:
     await session.execute(update(Agent).where(Agent.id == agent_id).values(last_seen_at=utcnow()))
     await session.commit()
