@@ -17,47 +17,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
-import socket
 import sys
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+from _stack import EMULATOR_APP, peak_rss_mib, stack
 
 HERE = Path(__file__).parent
-ADMIN_PASS = secrets.token_urlsafe(12)
 SDK_APP = {"app_id": "cli_bench_sdk", "app_secret": "bench-sdk-secret-0123456789"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient() as http:
-        while True:
-            try:
-                await http.get(url)
-                return
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.1)
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 async def wait_batch(
@@ -129,91 +99,32 @@ async def run_phase(
 
 
 async def main(count: int, rate: float) -> None:
-    python = sys.executable
-    emu_port, svc_port = free_port(), free_port()
-    emu_url, svc_url = f"http://127.0.0.1:{emu_port}", f"http://127.0.0.1:{svc_port}"
-    processes: list[asyncio.subprocess.Process] = []
-    with tempfile.TemporaryDirectory() as data_dir:
-        env = {
-            **os.environ,
-            "ENVIRONMENT": "development",
-            "DATA_DIR": data_dir,
-            "DATABASE_URL": "",
-            "FEISHU_BASE_URL": emu_url,
-            "FEISHU_WS_ENABLED": "true",
-            "INITIAL_ADMIN_USER": "bench",
-            "INITIAL_ADMIN_PASS": ADMIN_PASS,
-            "LOG_LEVEL": "WARNING",
-        }
-        quiet = {"stdout": asyncio.subprocess.DEVNULL, "stderr": asyncio.subprocess.DEVNULL}
-        try:
-            processes.append(
-                await asyncio.create_subprocess_exec(
-                    python, "-m", "echocenter", "emulator", "--port", str(emu_port), **quiet
-                )
-            )
-            await wait_http(emu_url + "/control/state")
-            service = await asyncio.create_subprocess_exec(
-                python, "-m", "echocenter", "serve", "--port", str(svc_port), env=env, **quiet
-            )
-            processes.append(service)
-            await wait_http(svc_url + "/api/health")
-            async with (
-                httpx.AsyncClient(base_url=emu_url, timeout=60) as emu,
-                httpx.AsyncClient(base_url=svc_url, timeout=60) as api,
-            ):
-                await emu.post("/control/apps", json=SDK_APP)
-                token = (
-                    await api.post("/api/auth/login", json={"username": "bench", "password": ADMIN_PASS})
-                ).json()
-                api.headers["Authorization"] = f"Bearer {token['token']}"
-                state = (await emu.get("/control/state")).json()
-                app = state["apps"][0]["app_id"]
-                connector = (
-                    await api.post(
-                        "/api/integrations/feishu",
-                        json={
-                            "app_id": app,
-                            "app_secret": "emulator-secret-0123456789abcdef",
-                            "rate_limit_per_minute": 10_000,
-                            "approvers": [],
-                        },
-                    )
-                ).json()
-                cid = connector["id"]
-                await api.post(f"/api/integrations/feishu/{cid}/verify-callback")
-                await api.patch(f"/api/integrations/feishu/{cid}/enable", json={"enabled": True})
-                processes.append(
-                    await asyncio.create_subprocess_exec(
-                        python,
-                        str(HERE / "sdk_noop_peer.py"),
-                        emu_url,
-                        SDK_APP["app_id"],
-                        SDK_APP["app_secret"],
-                        **quiet,
-                    )
-                )
-                for _ in range(300):
-                    apps = {c["app_id"] for c in (await emu.get("/control/connections")).json()["items"]}
-                    if apps == {app, SDK_APP["app_id"]}:
-                        break
-                    await asyncio.sleep(0.1)
-                else:
-                    raise RuntimeError(f"not both connected: {apps}")
+    async with stack(rate_limit_per_minute=10_000) as s:
+        emu, api, cid, app = s.emu, s.api, s.connector_id, EMULATOR_APP[0]
+        await emu.post("/control/apps", json=SDK_APP)
+        await s.spawn(
+            sys.executable,
+            str(HERE / "sdk_noop_peer.py"),
+            s.emulator_url,
+            SDK_APP["app_id"],
+            SDK_APP["app_secret"],
+        )
+        for _ in range(300):
+            apps = {c["app_id"] for c in (await emu.get("/control/connections")).json()["items"]}
+            if apps == {app, SDK_APP["app_id"]}:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise RuntimeError(f"not both connected: {apps}")
 
-                # Warm-up, then the measured phases, EchoCenter and SDK alternating.
-                await run_phase(emu, api, cid, app, 200, 0)
-                await run_phase(emu, None, cid, SDK_APP["app_id"], 200, 0)
-                fixed_ec = await run_phase(emu, api, cid, app, int(rate * 10), rate)
-                fixed_sdk = await run_phase(emu, None, cid, SDK_APP["app_id"], int(rate * 10), rate)
-                max_ec = await run_phase(emu, api, cid, app, count, 0)
-                max_sdk = await run_phase(emu, None, cid, SDK_APP["app_id"], count, 0)
-                rss = peak_rss_mib(service.pid)
-        finally:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                await process.wait()
+        # Warm-up, then the measured phases, EchoCenter and SDK alternating.
+        await run_phase(emu, api, cid, app, 200, 0)
+        await run_phase(emu, None, cid, SDK_APP["app_id"], 200, 0)
+        fixed_ec = await run_phase(emu, api, cid, app, int(rate * 10), rate)
+        fixed_sdk = await run_phase(emu, None, cid, SDK_APP["app_id"], int(rate * 10), rate)
+        max_ec = await run_phase(emu, api, cid, app, count, 0)
+        max_sdk = await run_phase(emu, None, cid, SDK_APP["app_id"], count, 0)
+        rss = peak_rss_mib(s.service_pid)
 
     def fmt(value: Any, spec: str = ".1f") -> str:
         return "n/a" if value is None else format(value, spec)

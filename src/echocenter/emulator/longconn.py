@@ -103,6 +103,10 @@ class Delivery:
             "ack_device_id": self.ack_device_id,
             "biz_rt": self.ack_biz_rt,
             "gave_up": self.gave_up,
+            # frame sent → ack received, for the last attempt (benchmarks)
+            "ack_ms": (self.acked_at - self.last_sent_at) * 1000
+            if self.acked_at is not None and self.last_sent_at is not None
+            else None,
         }
 
 
