@@ -12,8 +12,10 @@ import pytest
 from cryptography.fernet import Fernet
 
 from echocenter.app import create_app
+from echocenter.emulator import EmulatorConfig
 from echocenter.settings import Environment, Settings
 from tests.support.databases import BACKENDS, Database, fresh_database
+from tests.support.emulator import RunningEmulator, running_emulator
 from tests.support.fake_feishu_auth import FakeFeishuAuth
 from tests.support.live import serve
 
@@ -93,3 +95,12 @@ async def server(
     settings = make_settings(database, tmp_path, feishu_base_url=fake_feishu[1])
     async with running_server(settings) as running:
         yield running
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[RunningEmulator]:
+    """The Feishu emulator on a real port (ack deadline shortened so redelivery tests stay quick)."""
+    async with running_emulator(
+        EmulatorConfig(ack_timeout_seconds=1.0, card_response_timeout_seconds=3.0)
+    ) as e:
+        yield e

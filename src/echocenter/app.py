@@ -17,6 +17,7 @@ from echocenter.agents import api as agents_api
 from echocenter.agents.hub import AgentHub
 from echocenter.api import health
 from echocenter.api.body_limit import BodySizeLimit
+from echocenter.api.web import mount_web
 from echocenter.approvals import api as approvals_api
 from echocenter.approvals.workflow import ApprovalWorkflow
 from echocenter.auth import api as auth_api
@@ -197,4 +198,5 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
     app.include_router(webhook.router)
     app.include_router(agents_api.router)
     app.include_router(approvals_api.router)
+    mount_web(app)
     return app

@@ -12,11 +12,10 @@ import httpx
 import pytest
 
 from echocenter.app import create_app
-from echocenter.emulator import EmulatorConfig
 from echocenter.settings import Settings
 from tests.conftest import ADMIN_PASS, ADMIN_USER, Server, make_settings
 from tests.support.databases import Database
-from tests.support.emulator import APP_ID, APP_SECRET, RunningEmulator, running_emulator
+from tests.support.emulator import APP_ID, APP_SECRET, RunningEmulator
 from tests.support.live import serve
 from tests.support.recording_butler import RecordingButler
 from tests.support.waiting import eventually
