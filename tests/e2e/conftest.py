@@ -110,14 +110,6 @@ async def create_verified_connector(server: Server, **settings: Any) -> int:
 
 
 @pytest.fixture
-async def emu() -> AsyncIterator[RunningEmulator]:
-    async with running_emulator(
-        EmulatorConfig(ack_timeout_seconds=1.0, card_response_timeout_seconds=3.0)
-    ) as e:
-        yield e
-
-
-@pytest.fixture
 async def stack(database: Database, tmp_path: Path, emu: RunningEmulator) -> AsyncIterator[Stack]:
     butler = RecordingButler()
     async with serve_echocenter(e2e_settings(database, tmp_path, emu.url), butler) as server:
