@@ -21,7 +21,14 @@ from echocenter.butler.interface import Butler
 from echocenter.connectors.service import read_secret
 from echocenter.db.models import ConnectorStatus, FeishuConnector, LogLevel
 from echocenter.db.types import utcnow
-from echocenter.feishu.events import CardActionEvent, EventParseError, MessageEvent, OtherEvent, parse_event
+from echocenter.feishu.events import (
+    CardActionEvent,
+    Event,
+    EventParseError,
+    MessageEvent,
+    OtherEvent,
+    parse_event,
+)
 from echocenter.feishu.inbound import Result, process_message
 from echocenter.feishu.longconn.client import LongConnClient, StateChange
 from echocenter.feishu.longconn.protocol import ConnState
@@ -221,17 +228,8 @@ class FeishuBridge:
         self, connector_id: int, payload: bytes | dict[str, Any], *, transport: str
     ) -> Result | None:
         """Handle one event payload. Never raises: a bad payload is logged and skipped."""
-        try:
-            event = parse_event(payload)
-        except EventParseError as exc:
-            await record_now(
-                self._runtime.sessions,
-                connector_id=connector_id,
-                action=LogAction.WS_CLIENT_ERROR,
-                level=LogLevel.WARN,
-                error=f"unreadable event skipped: {exc}",
-                transport=transport,
-            )
+        event = await self._parse(connector_id, payload, transport=transport)
+        if event is None:
             return None
         await self._touch_last_event(connector_id)
         if isinstance(event, MessageEvent):
@@ -257,21 +255,29 @@ class FeishuBridge:
         await self.card_handler(connector_id, event)
         return None
 
-    async def _dispatch_ws(self, connector_id: int, payload: bytes) -> None:
-        await self.dispatch(connector_id, payload, transport="ws")
-
-    async def dispatch_card(self, connector_id: int, payload: bytes | dict[str, Any]) -> dict[str, Any]:
-        """A card callback; its answer goes back to Feishu (inside the ack, or as the HTTP response)."""
+    async def _parse(
+        self, connector_id: int, payload: bytes | dict[str, Any], *, transport: str
+    ) -> Event | None:
         try:
-            event = parse_event(payload)
+            return parse_event(payload)
         except EventParseError as exc:
             await record_now(
                 self._runtime.sessions,
                 connector_id=connector_id,
                 action=LogAction.WS_CLIENT_ERROR,
                 level=LogLevel.WARN,
-                error=f"unreadable card callback skipped: {exc}",
+                error=f"unreadable event skipped: {exc}",
+                transport=transport,
             )
+            return None
+
+    async def _dispatch_ws(self, connector_id: int, payload: bytes) -> None:
+        await self.dispatch(connector_id, payload, transport="ws")
+
+    async def dispatch_card(self, connector_id: int, payload: bytes | dict[str, Any]) -> dict[str, Any]:
+        """A card callback; its answer goes back to Feishu (inside the ack, or as the HTTP response)."""
+        event = await self._parse(connector_id, payload, transport="card")
+        if event is None:
             return {}
         if not isinstance(event, CardActionEvent):
             await self.dispatch(connector_id, payload, transport="ws")

@@ -22,6 +22,7 @@ from echocenter.errors import EchoCenterError, InvalidRequest, NotAuthenticated,
 from echocenter.feishu import callback_crypto
 from echocenter.feishu.bridge import FeishuBridge
 from echocenter.feishu.events import CardActionEvent, EventParseError, parse_event
+from echocenter.feishu.longconn.client import CARD_TIMEOUT_TOAST
 from echocenter.integration_logs.service import LogAction, record_now
 from echocenter.runtime import Runtime
 
@@ -108,9 +109,7 @@ async def _handle(request: Request, connector: FeishuConnector, raw: bytes, runt
                 bridge.dispatch_card(connector.id, body), timeout=runtime.settings.feishu_card_deadline
             )
         except TimeoutError:
-            answer = {
-                "toast": {"type": "warning", "content": "Still working on it — please check back shortly."}
-            }
+            answer = CARD_TIMEOUT_TOAST
         return JSONResponse(answer or {})
     bridge.spawn_dispatch(connector.id, body, transport="callback")  # answer first (Feishu waits 3 s at most)
     return JSONResponse({})
