@@ -59,7 +59,7 @@ class Story:
 
     async def click(self, card_id: str, button: str, operator: str = "ou_alice") -> dict[str, Any]:
         """Click as first shown: a collapsed card keeps its old buttons on a slow screen."""
-        approval_id = int(card_id and (await self.approvals())[0]["id"])
+        approval_id = next(a["id"] for a in await self.approvals() if a["card_message_id"] == card_id)
         value = {"approval_id": approval_id, "decision": "approve" if button == "Approve" else "reject"}
         result: dict[str, Any] = await self.emu.control(
             "POST", "/cards/click", {"message_id": card_id, "operator": operator, "value": value}
@@ -152,7 +152,11 @@ async def asked(
     """Write a run request; wait for its card and approval."""
     message_id = await story.say(text)
     card = await story.card_for(message_id)
-    approvals = await eventually(lambda: story.approvals(status="PENDING"))
+
+    async def carded() -> list[dict[str, Any]]:  # the card's id is stored just after Feishu accepted it
+        return [a for a in await story.approvals(status="PENDING") if a["card_message_id"]]
+
+    approvals = await eventually(carded)
     return message_id, card, approvals[0]
 
 
