@@ -79,9 +79,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_weak_secrets_outside_development(self) -> Settings:
-        if self.environment is Environment.PRODUCTION:
+        if self.environment is not Environment.DEVELOPMENT:
             if not self.jwt_secret:
-                raise ValueError("JWT_SECRET is required when ENVIRONMENT=production")
+                raise ValueError(f"JWT_SECRET is required when ENVIRONMENT={self.environment.value}")
             if len(self.jwt_secret) < MIN_JWT_SECRET_LENGTH or self.jwt_secret.lower() in _KNOWN_WEAK_SECRETS:
                 raise ValueError(
                     f"JWT_SECRET must be at least {MIN_JWT_SECRET_LENGTH} random characters "

@@ -35,6 +35,7 @@ async def test_admin_create_makes_a_user_who_can_log_in(database: Database, tmp_
         "DATABASE_SCHEMA": database.schema,
         "DATA_DIR": str(tmp_path / "data"),
         "ENVIRONMENT": "test",
+        "JWT_SECRET": settings.jwt_secret,
         "ECHOCENTER_NEW_PASSWORD": "cli-made-password",
     }
     code, out = await _cli(["admin", "create", "--username", "root-admin"], env)

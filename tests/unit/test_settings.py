@@ -42,3 +42,8 @@ def test_development_generates_and_keeps_secrets(tmp_path: object) -> None:
 def test_sqlite_under_data_dir_is_the_default_database(tmp_path: object) -> None:
     settings = _settings(data_dir="somewhere")
     assert settings.resolved_database_url == "sqlite+aiosqlite:///somewhere/echocenter.db"
+
+
+def test_the_test_environment_also_requires_a_jwt_secret() -> None:
+    with pytest.raises(ValidationError, match="JWT_SECRET is required when ENVIRONMENT=test"):
+        _settings(environment=Environment.TEST)
