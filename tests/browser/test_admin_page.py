@@ -3,56 +3,12 @@ emulator. Screenshots of each page go to tests/artifacts/screenshots (git-ignore
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import AsyncIterator
-from pathlib import Path
+from playwright.async_api import Browser, Page, expect
 
-import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
-
+from tests.browser.conftest import shot
 from tests.conftest import ADMIN_PASS, ADMIN_USER, Server
-from tests.e2e.conftest import e2e_settings, serve_echocenter
 from tests.e2e.test_butler import agent_running, register_agent
-from tests.support.databases import fresh_database
 from tests.support.emulator import APP_ID, APP_SECRET, RunningEmulator
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SHOTS = Path(__file__).parent.parent / "artifacts" / "screenshots"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        yield browser
-        await browser.close()
-
-
-@pytest.fixture
-async def server(tmp_path: Path, emu: RunningEmulator) -> AsyncIterator[Server]:
-    """SQLite only: the storage rules run on both databases elsewhere; the page needs one."""
-    async with fresh_database("sqlite", tmp_path) as database:
-        settings = e2e_settings(database, tmp_path, emu.url, approval_sweep_seconds=0.5)
-        async with serve_echocenter(settings, None) as running:
-            yield running
-
-
-async def shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 async def log_in(page: Page, server: Server) -> None:

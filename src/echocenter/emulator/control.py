@@ -151,6 +151,7 @@ def _message_view(message: Message, world: World) -> dict[str, Any]:
         "parent_id": message.parent_id,
         "thread_id": message.thread_id,
         "updated": message.updated,
+        "mentions": message.mentions,
     }
     return view
 
