@@ -89,6 +89,12 @@ class Story:
         ).json()["items"]
         return items
 
+    async def patch_allowed(self, chat_ids: list[str]) -> None:
+        response = await self.api.patch(
+            f"/api/integrations/feishu/{self.connector_id}", json={"allowed_chat_ids": chat_ids}
+        )
+        assert response.status_code == 200, response.text
+
     async def result_messages(self) -> list[dict[str, Any]]:
         return [
             m
@@ -380,3 +386,32 @@ async def test_the_test_message_route_really_sends(story: Story) -> None:
     sent = await story.bot_messages()
     assert sent[-1]["content"] == {"text": "ping from the admin"}
     assert sent[-1]["message_id"] == response.json()["message_ids"][0]
+
+
+async def test_an_invalidated_tenant_token_is_refreshed_without_losing_the_reply(story: Story) -> None:
+    first = await story.say("help")
+    await story.reply_to(first)
+    await story.emu.control("POST", "/counters/reset")
+    await story.emu.control("POST", "/faults", {"invalidate_tokens": True})
+    second = await story.say("status")
+    reply = await story.reply_to(second)
+    assert "agent(s) online" in reply["content"]["text"]
+    assert all(e["detail"]["ok"] for e in await story.logs("ws_outbound"))
+    counters = (await story.emu.control("GET", "/counters"))["counters"]
+    assert counters["POST /open-apis/auth/v3/tenant_access_token/internal"] == 1  # one refresh, on 99991663
+    assert counters["POST /open-apis/im/v1/messages/{message_id}/reply"] == 2  # refused once, then sent
+
+
+async def test_proactive_messages_go_to_the_latest_inbound_chat(story: Story) -> None:
+    url = f"/api/integrations/feishu/{story.connector_id}/test-message"
+    await story.say("hello from the DM", chat_id="oc_p2p_alice")
+
+    async def seen() -> bool:
+        return bool(await story.logs("ws_routed"))
+
+    await eventually(seen)
+    response = await story.api.post(url, json={"text": "proactive"})
+    assert response.status_code == 200, response.text
+    assert response.json()["chat_id"] == "oc_p2p_alice"
+    await story.patch_allowed(["oc_ops"])
+    assert (await story.api.post(url, json={"text": "to the allowed chat"})).json()["chat_id"] == "oc_ops"
