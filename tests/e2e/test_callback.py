@@ -178,3 +178,14 @@ async def test_unknown_connector_is_404(stack: Stack) -> None:
     async with httpx.AsyncClient() as http:
         response = await http.post(f"{stack.server.url}/api/integrations/feishu/callback/999", json={})
     assert response.status_code == 404
+
+
+async def test_a_connector_without_token_or_key_refuses_callbacks(stack: Stack) -> None:
+    async with httpx.AsyncClient() as http:
+        response = await http.post(
+            f"{stack.server.url}/api/integrations/feishu/callback/{stack.connector_id}",
+            json={"challenge": "c", "type": "url_verification"},
+        )
+    assert response.status_code == 401
+    assert "verification token or an encrypt key" in response.json()["error"]["message"]
+    assert (await stack.logs(action="callback_rejected"))[0]["detail"]["status"] == 401

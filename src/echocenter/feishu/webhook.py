@@ -88,8 +88,15 @@ def _token_of(body: dict[str, Any]) -> str:
 
 
 async def _handle(request: Request, connector: FeishuConnector, raw: bytes, runtime: Runtime) -> JSONResponse:
-    body = await _open(request, raw, connector, runtime)
     expected = read_secret(runtime.secrets, connector, "verification_token")
+    if not expected and connector.encrypt_key_enc is None:
+        # Without either, anyone who knows the URL could speak for Feishu: refuse rather than trust.
+        raise await _reject(
+            runtime,
+            connector.id,
+            NotAuthenticated("callback mode needs a verification token or an encrypt key on the connector"),
+        )
+    body = await _open(request, raw, connector, runtime)
     if expected and _token_of(body) != expected:
         raise await _reject(runtime, connector.id, NotAuthenticated("verification token does not match"))
     if body.get("type") == "url_verification":
