@@ -317,3 +317,25 @@ async def test_credentials_drive_the_connection(stack: Stack) -> None:
         return not await _connections(stack.emu)
 
     await eventually(none_left)
+
+
+async def test_a_silent_half_open_connection_is_dropped_and_replaced(stack: Stack) -> None:
+    # Short pings first (the client learns them at discovery), then a link that stays open but says nothing.
+    await stack.emu.control("POST", "/config", {"ping_interval_seconds": 1})
+    await stack.emu.control("POST", "/faults", {"drop_connections": True})
+    await eventually(lambda: _count_log(stack, "ws_connected", 2))
+    await stack.emu.control("POST", "/faults", {"silent": True})
+
+    async def presumed_dead() -> bool:
+        return any(
+            "presumed dead" in e["detail"].get("error", "")
+            for e in await stack.logs(action="ws_client_error")
+        )
+
+    await eventually(presumed_dead, timeout=20)
+    await stack.emu.control("POST", "/faults", {"silent": False})
+    await eventually(lambda: _count_log(stack, "ws_connected", 3), timeout=20)
+    await stack.wait_connected()
+    await stack.say("alive again")
+    [message] = await routed(stack)
+    assert message.text == "alive again"

@@ -109,6 +109,7 @@ class FaultsIn(_Body):
     )
     discovery_busy: int | None = Field(default=None, ge=0)
     ack_delay_seconds: float | None = Field(default=None, ge=0, le=60)
+    silent: bool | None = Field(default=None, description="keep connections open but answer nothing")
 
 
 class ConfigIn(_Body):
@@ -423,6 +424,8 @@ class Control:
             faults.discovery_busy = body.discovery_busy
         if body.ack_delay_seconds is not None:
             faults.ack_delay_seconds = body.ack_delay_seconds
+        if body.silent is not None:
+            faults.silent = body.silent
         return {"faults": faults.public(), "dropped_connections": dropped}
 
     async def bench_push(self, request: Request) -> dict[str, Any]:

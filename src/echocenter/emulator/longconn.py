@@ -207,6 +207,8 @@ class LongConnHub:
                 live.remove(connection)
 
     async def _on_frame(self, connection: Connection, data: bytes) -> None:
+        if self.world.faults.silent:
+            return
         try:
             frame = decode(data)
         except FrameError:
@@ -323,7 +325,9 @@ class LongConnHub:
     async def _pick(self, app_id: str, *, wait: float) -> Connection | None:
         async def some() -> Connection:
             async with self._connection_arrived:
-                await self._connection_arrived.wait_for(lambda: bool(self.connections.get(app_id)))
+                await self._connection_arrived.wait_for(
+                    lambda: bool(self.connections.get(app_id)) and not self.world.faults.silent
+                )
                 return random.choice(self.connections[app_id])
 
         try:

@@ -123,6 +123,7 @@ class Faults:
     refuse_handshakes: dict[str, Any] | None = None  # {"status": 514|403, "msg": ..., "autherrcode": ...}
     discovery_busy: int = 0  # answer the next N discoveries with code 1 (system busy)
     ack_delay_seconds: float = 0.0  # acks are taken in only after this delay, as over a slow network
+    silent: bool = False  # connections stay open but nothing is answered or pushed: a half-open link
 
     def public(self) -> dict[str, Any]:
         return asdict(self)

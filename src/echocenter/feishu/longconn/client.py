@@ -203,7 +203,7 @@ class LongConnClient:
         while True:
             # A receive watchdog for half-open connections: the server answers every ping with a pong,
             # so silence for several ping intervals means the peer is gone without a close.
-            watchdog = self._config.ping_interval * 3 + 10
+            watchdog = self._config.ping_interval * 2 + 5
             try:
                 async with asyncio.timeout(watchdog):
                     data = await ws.recv()
