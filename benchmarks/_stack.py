@@ -65,7 +65,8 @@ class Stack:
 
 
 @asynccontextmanager
-async def stack(**connector: object) -> AsyncIterator[Stack]:
+async def stack(*, noop_butler: bool = False, **connector: object) -> AsyncIterator[Stack]:
+    """Emulator and EchoCenter; ``noop_butler`` measures the ingress without the Butler's replies."""
     python = sys.executable
     emu_port, svc_port = free_port(), free_port()
     emulator_url, service_url = f"http://127.0.0.1:{emu_port}", f"http://127.0.0.1:{svc_port}"
@@ -91,9 +92,12 @@ async def stack(**connector: object) -> AsyncIterator[Stack]:
                 )
             )
             await wait_http(emulator_url + "/control/state")
-            service = await asyncio.create_subprocess_exec(
-                python, "-m", "echocenter", "serve", "--port", str(svc_port), env=env, **quiet
+            command = (
+                [python, str(Path(__file__).parent / "_noop_service.py"), str(svc_port)]
+                if noop_butler
+                else [python, "-m", "echocenter", "serve", "--port", str(svc_port)]
             )
+            service = await asyncio.create_subprocess_exec(*command, env=env, **quiet)
             processes.append(service)
             await wait_http(service_url + "/api/health")
             async with (

@@ -98,8 +98,8 @@ async def run_phase(
     return result
 
 
-async def main(count: int, rate: float) -> None:
-    async with stack(rate_limit_per_minute=10_000) as s:
+async def main(count: int, rate: float, noop_butler: bool) -> None:
+    async with stack(noop_butler=noop_butler, rate_limit_per_minute=10_000) as s:
         emu, api, cid, app = s.emu, s.api, s.connector_id, EMULATOR_APP[0]
         await emu.post("/control/apps", json=SDK_APP)
         await s.spawn(
@@ -129,7 +129,10 @@ async def main(count: int, rate: float) -> None:
     def fmt(value: Any, spec: str = ".1f") -> str:
         return "n/a" if value is None else format(value, spec)
 
-    print(f"Inbound benchmark — {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, SQLite")
+    print(
+        f"Inbound benchmark — {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, SQLite, "
+        f"{'no-op Butler (ingress alone)' if noop_butler else 'real Butler answering each message'}"
+    )
     print(f"{'':34}{'EchoCenter':>14}{'lark-oapi no-op':>18}")
     print(
         f"{'fixed ' + str(rate) + ' ev/s: ack p50 (ms)':34}{fmt(fixed_ec['p50'], '.2f'):>14}"
@@ -167,5 +170,11 @@ if __name__ == "__main__":
     )
     parser.add_argument("--count", type=int, default=3000, help="events per max-speed phase")
     parser.add_argument("--rate", type=float, default=200.0, help="events/s in the fixed-rate phase")
+    parser.add_argument(
+        "--butler",
+        choices=["noop", "real"],
+        default="noop",
+        help="noop: the ingress alone (the issue's measure); real: the Butler answers each message",
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.count, args.rate))
+    asyncio.run(main(args.count, args.rate, args.butler == "noop"))

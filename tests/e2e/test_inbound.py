@@ -339,3 +339,22 @@ async def test_a_silent_half_open_connection_is_dropped_and_replaced(stack: Stac
     await stack.say("alive again")
     [message] = await routed(stack)
     assert message.text == "alive again"
+
+
+async def test_a_burst_with_duplicates_is_routed_once_each_within_the_rate_limit(stack: Stack) -> None:
+    await stack.patch(rate_limit_per_minute=15)
+    repeated = _event_for(stack.emu, new_id("om_"), "@_user_1 repeated")
+    bodies = [{"payload": repeated}] * 5 + [
+        {"payload": _event_for(stack.emu, new_id("om_"), f"@_user_1 burst {i}")} for i in range(20)
+    ]
+    await asyncio.gather(*(stack.emu.control("POST", "/events", body) for body in bodies))
+    await eventually(lambda: _acked_all(stack.emu))
+
+    async def settled() -> list[str] | None:
+        reasons = await stack.filtered_reasons()
+        return reasons if len(stack.butler.received) + len(reasons) >= 21 else None
+
+    reasons = await settled() or await eventually(settled)
+    texts = [m.text for m in stack.butler.received]
+    assert len(texts) == 15 and len(set(texts)) == 15  # the limit, and never the same message twice
+    assert reasons == ["rate_limited"] * 6  # 21 distinct messages from one sender: 6 over the limit

@@ -29,7 +29,7 @@ from echocenter.feishu.events import (
     OtherEvent,
     parse_event,
 )
-from echocenter.feishu.inbound import Result, process_message
+from echocenter.feishu.inbound import InboundPipeline, Result
 from echocenter.feishu.longconn.client import LongConnClient, StateChange
 from echocenter.feishu.longconn.protocol import ConnState
 from echocenter.feishu.openapi import FeishuError, OpenApiClient
@@ -76,6 +76,7 @@ class FeishuBridge:
         self.butler = butler
         self.card_handler = card_handler
         self._apps: dict[int, _App] = {}
+        self._pipeline = InboundPipeline(runtime.engine)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lock = asyncio.Lock()
 
@@ -233,8 +234,7 @@ class FeishuBridge:
             return None
         await self._touch_last_event(connector_id)
         if isinstance(event, MessageEvent):
-            return await process_message(
-                self._runtime.engine,
+            return await self._pipeline.process(
                 connector_id=connector_id,
                 event=event,
                 bot_open_id=await self._learn_bot_open_id(connector_id),
