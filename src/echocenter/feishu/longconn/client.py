@@ -176,8 +176,16 @@ class LongConnClient:
         except ValueError:
             service_id = 0
         try:
+            # No permessage-deflate: frames are small protobuf, and compressing every ack costs more CPU
+            # than it saves bytes.
             ws = await connect(
-                url, ping_interval=20, ping_timeout=20, max_size=None, proxy=None, open_timeout=10
+                url,
+                ping_interval=20,
+                ping_timeout=20,
+                max_size=None,
+                proxy=None,
+                open_timeout=10,
+                compression=None,
             )
         except InvalidStatus as exc:
             headers = {k.lower(): v for k, v in exc.response.headers.raw_items()}

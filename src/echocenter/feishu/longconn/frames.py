@@ -156,8 +156,13 @@ def decode(data: bytes) -> Frame:
     )
 
 
+_PLAIN_OK = b'{"code": 200}'
+
+
 def ack_payload(code: int, data: Any = None) -> bytes:
     """The payload of a response frame: ``{"code": 200}`` or with ``data`` = base64(JSON(result))."""
+    if code == 200 and data is None:
+        return _PLAIN_OK  # the answer to almost every event
     body: dict[str, Any] = {"code": code}
     if data is not None:
         body["data"] = base64.b64encode(json.dumps(data, ensure_ascii=False).encode()).decode()
