@@ -19,8 +19,11 @@ class UserIds:
 
     @classmethod
     def parse(cls, data: Any) -> UserIds:
-        data = data if isinstance(data, dict) else {}
-        return cls(*(str(data.get(k) or "") for k in ("open_id", "user_id", "union_id")))
+        if not isinstance(data, dict):
+            return cls()
+        return cls(
+            str(data.get("open_id") or ""), str(data.get("user_id") or ""), str(data.get("union_id") or "")
+        )
 
     def matches_any(self, ids: set[str]) -> bool:
         return any(v and v in ids for v in (self.open_id, self.user_id, self.union_id))
@@ -95,7 +98,8 @@ def parse_event(payload: bytes | str | dict[str, Any]) -> Event:
         body = payload
     else:
         try:
-            body = json.loads(payload)
+            # Decoding first spares json the work of guessing the encoding of bytes.
+            body = json.loads(payload.decode() if isinstance(payload, bytes) else payload)
         except (ValueError, UnicodeDecodeError) as exc:
             raise EventParseError("event payload is not JSON") from exc
     if not isinstance(body, dict):
