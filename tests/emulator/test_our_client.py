@@ -1,0 +1,82 @@
+"""Our long-connection client against the emulator, without the rest of the service."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+
+from echocenter.emulator import EmulatorConfig
+from echocenter.feishu.longconn.client import CARD_TIMEOUT_TOAST, LongConnClient, StateChange
+from echocenter.feishu.longconn.protocol import ConnState
+from tests.support.emulator import APP_ID, APP_SECRET, running_emulator
+from tests.support.waiting import eventually
+
+CARD = {
+    "config": {"update_multi": True},
+    "elements": [
+        {
+            "tag": "action",
+            "actions": [{"tag": "button", "text": {"tag": "plain_text", "content": "Go"}, "value": {"x": 1}}],
+        }
+    ],
+}
+
+
+async def test_a_slow_card_handler_is_answered_with_a_toast_before_feishu_gives_up() -> None:
+    async with (
+        running_emulator(EmulatorConfig(card_response_timeout_seconds=3.0)) as emu,
+        httpx.AsyncClient() as http,
+    ):
+        states: list[ConnState] = []
+        handled: list[Any] = []
+
+        async def slow_card(payload: bytes) -> dict[str, Any]:
+            handled.append(json.loads(payload)["event"]["action"]["value"])
+            await asyncio.sleep(5)  # far past the deadline
+            return {"toast": {"type": "success", "content": "too late"}}
+
+        async def no_event(_: bytes) -> None:
+            return None
+
+        async def on_state(change: StateChange) -> None:
+            states.append(change.state)
+
+        client = LongConnClient(
+            app_id=APP_ID,
+            app_secret=APP_SECRET,
+            base_url=emu.url,
+            http=http,
+            on_event=no_event,
+            on_card=slow_card,
+            on_state=on_state,
+            card_deadline=0.5,
+        )
+        task = asyncio.create_task(client.run())
+        try:
+            await eventually(lambda: _connected(states))
+            token = await emu.token()
+            sent = (
+                await emu.http.post(
+                    "/open-apis/im/v1/messages",
+                    params={"receive_id_type": "chat_id"},
+                    headers={"Authorization": f"Bearer {token}"},
+                    json={"receive_id": "oc_ops", "msg_type": "interactive", "content": json.dumps(CARD)},
+                )
+            ).json()["data"]
+            click = await emu.control(
+                "POST", "/cards/click", {"message_id": sent["message_id"], "operator": "ou_alice"}
+            )
+            assert click["status"] == "answered"
+            assert click["response"] == CARD_TIMEOUT_TOAST
+            assert handled == [{"x": 1}]
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        assert states[:2] == [ConnState.CONNECTING, ConnState.CONNECTED]
+
+
+async def _connected(states: list[ConnState]) -> bool:
+    return ConnState.CONNECTED in states
