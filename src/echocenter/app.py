@@ -161,6 +161,7 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
                 forgotten = await prune_seen_messages(
                     session, max_age=timedelta(days=settings.dedup_retention_days)
                 )
+                await auth_service.prune_login_attempts(session)
             if removed or forgotten:
                 log_event(log, "retention_pruned", integration_logs=removed, seen_messages=forgotten)
 

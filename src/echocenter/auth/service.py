@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -93,3 +93,16 @@ async def count_users(session: AsyncSession) -> int:
 
 async def list_users(session: AsyncSession) -> list[User]:
     return list(await session.scalars(select(User).order_by(User.id)))
+
+
+async def prune_login_attempts(session: AsyncSession, *, older_than: timedelta = timedelta(days=1)) -> int:
+    """Forget failure counters nobody has touched for a while (unknown usernames would pile up otherwise)."""
+    now = utcnow()
+    result = await session.execute(
+        delete(LoginAttempt).where(
+            LoginAttempt.last_failure_at < now - older_than,
+            (LoginAttempt.locked_until.is_(None)) | (LoginAttempt.locked_until < now),
+        )
+    )
+    await session.commit()
+    return int(getattr(result, "rowcount", 0) or 0)
