@@ -304,11 +304,12 @@ class InboundPipeline:
         dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
         statement = (
             dialect_insert(InboundRow)
-            .values(claims)
             .on_conflict_do_nothing(index_elements=["connector_id", "message_id"])
             .returning(InboundRow.id, InboundRow.connector_id, InboundRow.message_id)
         )
-        return {(c, m): i for i, c, m in (await conn.execute(statement)).all()}
+        # executemany form: SQLAlchemy batches it into multi-row VALUES itself ("insertmanyvalues") with one
+        # cached compilation, where .values(list) would compile anew for every batch size.
+        return {(c, m): i for i, c, m in (await conn.execute(statement, claims)).all()}
 
     async def _routed_batch(self, items: Sequence[_Routed]) -> list[None]:
         async with self._engine.begin() as conn:
