@@ -169,11 +169,11 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
 
         async def sweep() -> None:
             await workflow.sweep_expired()
+            await workflow.recover_interrupted()
 
         tasks.start("approval-expiry", _every(settings.approval_sweep_seconds, sweep))
         app.state.tasks = tasks
         await bridge.start()
-        tasks.start("recover-approvals", workflow.recover_interrupted())
         log_event(
             log, "service_started", environment=settings.environment.value, database=engine.dialect.name
         )

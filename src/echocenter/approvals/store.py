@@ -132,11 +132,12 @@ async def due_for_expiry(session: AsyncSession, *, now: datetime | None = None) 
     return list(await session.scalars(query))
 
 
-async def interrupted(session: AsyncSession) -> list[int]:
-    """Approved but never finished: the process stopped while the command was out."""
-    return list(
-        await session.scalars(select(Approval.id).where(Approval.status == ApprovalStatus.APPROVED.value))
+async def interrupted(session: AsyncSession, *, decided_before: datetime) -> list[int]:
+    """Approved before ``decided_before`` but never finished: whoever sent the command stopped, or lost it."""
+    query = select(Approval.id).where(
+        Approval.status == ApprovalStatus.APPROVED.value, Approval.decided_at < decided_before
     )
+    return list(await session.scalars(query))
 
 
 async def set_card(session: AsyncSession, approval_id: int, card_message_id: str) -> None:

@@ -14,6 +14,7 @@ from echocenter.approvals import store
 from echocenter.approvals.states import ApprovalStatus
 from echocenter.butler.interface import InboundMessage
 from echocenter.db.models import Approval, FeishuConnector, LogLevel
+from echocenter.db.types import utcnow
 from echocenter.feishu.cards import approval_card, raw
 from echocenter.feishu.events import CardActionEvent
 from echocenter.feishu.outbound import Outbound, OutboundError
@@ -23,6 +24,7 @@ from echocenter.runtime import Runtime
 log = logging.getLogger(__name__)
 
 Spawn = Callable[[str, Awaitable[None]], None]
+RECOVERY_MARGIN_SECONDS = 30
 
 
 def _toast(kind: str, content: str) -> dict[str, Any]:
@@ -251,9 +253,14 @@ class ApprovalWorkflow:
         return expired
 
     async def recover_interrupted(self) -> None:
-        """Approved commands whose outcome was lost in a stop are marked failed, never run a second time."""
+        """Approved commands whose outcome was lost (a stop, a crash) are marked failed, never run again.
+
+        Only those older than the agent timeout plus a margin: a younger one may still be running on this or
+        another instance, which will finish it itself.
+        """
+        grace = timedelta(seconds=self._settings.agent_command_timeout + RECOVERY_MARGIN_SECONDS)
         async with self._sessions() as session:
-            ids = await store.interrupted(session)
+            ids = await store.interrupted(session, decided_before=utcnow() - grace)
         for approval_id in ids:
             async with self._sessions() as session:
                 done = await store.finish(
