@@ -87,12 +87,14 @@ async def _create_admin(username: str, password: str, role: str) -> None:
     from echocenter.auth.passwords import passwords_for
     from echocenter.auth.service import create_user
     from echocenter.db.engine import make_engine, make_sessionmaker
+    from echocenter.db.migrate import upgrade_to_head
     from echocenter.db.models import Role
 
-    await _migrate()
     settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url, schema=settings.database_schema)
     try:
+        await upgrade_to_head(engine)  # the same engine migrates and then writes the user
         async with make_sessionmaker(engine)() as session:
             passwords = passwords_for(settings.password_hash_memory_kib, settings.password_hash_time_cost)
             await create_user(

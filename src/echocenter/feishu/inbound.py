@@ -68,18 +68,15 @@ class Result:
     reason: FilterReason | None = None
 
 
-def policy_of(settings: FeishuConnector | RowMapping) -> PolicySettings:
-    def get(name: str) -> Any:
-        return settings[name] if isinstance(settings, RowMapping) else getattr(settings, name)
-
+def policy_of(settings: RowMapping) -> PolicySettings:
     return PolicySettings(
-        allow_dm=get("allow_dm"),
-        allow_group_mention=get("allow_group_mention"),
-        mention_required=get("mention_required"),
-        allowed_chat_ids=frozenset(get("allowed_chat_ids")),
-        user_whitelist=frozenset(get("user_whitelist")),
-        ignore_bot_messages=get("ignore_bot_messages"),
-        prefix_command=get("prefix_command"),
+        allow_dm=settings["allow_dm"],
+        allow_group_mention=settings["allow_group_mention"],
+        mention_required=settings["mention_required"],
+        allowed_chat_ids=frozenset(settings["allowed_chat_ids"]),
+        user_whitelist=frozenset(settings["user_whitelist"]),
+        ignore_bot_messages=settings["ignore_bot_messages"],
+        prefix_command=settings["prefix_command"],
     )
 
 

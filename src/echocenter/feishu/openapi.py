@@ -61,11 +61,8 @@ async def request_tenant_token(
     except httpx.HTTPError as exc:
         raise FeishuError("network", f"cannot reach Feishu at {base_url} ({type(exc).__name__})") from exc
 
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
+    body = _json_object(response)
+    if body is None:
         if response.is_error:
             raise FeishuError(
                 "http", f"Feishu answered HTTP {response.status_code}", http_status=response.status_code
