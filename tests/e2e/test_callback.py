@@ -67,7 +67,6 @@ async def test_encrypted_signed_messages_are_routed(stack: Stack) -> None:
 
 async def test_a_card_click_is_answered_in_the_http_response(stack: Stack) -> None:
     await use_callback(stack)
-    token = await stack.emu.token()
     card = {
         "config": {"update_multi": True},
         "elements": [
@@ -83,17 +82,8 @@ async def test_a_card_click_is_answered_in_the_http_response(stack: Stack) -> No
             }
         ],
     }
-    sent = (
-        await stack.emu.http.post(
-            "/open-apis/im/v1/messages",
-            params={"receive_id_type": "chat_id"},
-            headers={"Authorization": f"Bearer {token}"},
-            json={"receive_id": "oc_ops", "msg_type": "interactive", "content": json.dumps(card)},
-        )
-    ).json()["data"]
-    click = await stack.emu.control(
-        "POST", "/cards/click", {"message_id": sent["message_id"], "operator": "ou_alice"}
-    )
+    card_id = await stack.emu.bot_sends_card(card)
+    click = await stack.emu.control("POST", "/cards/click", {"message_id": card_id, "operator": "ou_alice"})
     assert click["status"] == "answered"
     assert click["toast"] == {"type": "error", "content": "Unknown decision."}
 

@@ -45,17 +45,7 @@ async def emu() -> AsyncIterator[RunningEmulator]:
 
 
 async def bot_card(emu: RunningEmulator) -> str:
-    token = await emu.token()
-    body = (
-        await emu.http.post(
-            "/open-apis/im/v1/messages",
-            params={"receive_id_type": "chat_id"},
-            headers={"Authorization": f"Bearer {token}"},
-            json={"receive_id": "oc_ops", "msg_type": "interactive", "content": json.dumps(CARD)},
-        )
-    ).json()
-    message_id: str = body["data"]["message_id"]
-    return message_id
+    return await emu.bot_sends_card(CARD)
 
 
 async def answer_next_click(peer: RawPeer, response: Any, code: int = 200) -> dict[str, Any]:

@@ -83,7 +83,6 @@ async def test_official_client_answers_a_card_click_in_its_ack(
     sdk_and_emulator: tuple[RunningEmulator, asyncio.subprocess.Process],
 ) -> None:
     emu, process = sdk_and_emulator
-    token = await emu.token()
     card = {
         "config": {"update_multi": True},
         "header": {"title": {"tag": "plain_text", "content": "Run uptime?"}},
@@ -101,18 +100,11 @@ async def test_official_client_answers_a_card_click_in_its_ack(
             }
         ],
     }
-    sent = (
-        await emu.http.post(
-            "/open-apis/im/v1/messages",
-            params={"receive_id_type": "chat_id"},
-            headers={"Authorization": f"Bearer {token}"},
-            json={"receive_id": "oc_ops", "msg_type": "interactive", "content": json.dumps(card)},
-        )
-    ).json()["data"]
+    card_id = await emu.bot_sends_card(card)
     click = await emu.control(
         "POST",
         "/cards/click",
-        {"message_id": sent["message_id"], "operator": "ou_alice", "button": "Approve"},
+        {"message_id": card_id, "operator": "ou_alice", "button": "Approve"},
     )
     line = await _line(process, "card")
     assert line == {

@@ -57,18 +57,8 @@ async def test_a_slow_card_handler_is_answered_with_a_toast_before_feishu_gives_
         task = asyncio.create_task(client.run())
         try:
             await eventually(lambda: _connected(states))
-            token = await emu.token()
-            sent = (
-                await emu.http.post(
-                    "/open-apis/im/v1/messages",
-                    params={"receive_id_type": "chat_id"},
-                    headers={"Authorization": f"Bearer {token}"},
-                    json={"receive_id": "oc_ops", "msg_type": "interactive", "content": json.dumps(CARD)},
-                )
-            ).json()["data"]
-            click = await emu.control(
-                "POST", "/cards/click", {"message_id": sent["message_id"], "operator": "ou_alice"}
-            )
+            card_id = await emu.bot_sends_card(CARD)
+            click = await emu.control("POST", "/cards/click", {"message_id": card_id, "operator": "ou_alice"})
             assert click["status"] == "answered"
             assert click["response"] == CARD_TIMEOUT_TOAST
             assert handled == [{"x": 1}]

@@ -46,6 +46,17 @@ class RunningEmulator:
         token: str = body["tenant_access_token"]
         return token
 
+    async def bot_sends_card(self, card: dict[str, Any], chat_id: str = "oc_ops") -> str:
+        """The default app's bot posts ``card`` to a chat, through the Open API; returns its message_id."""
+        response = await self.http.post(
+            "/open-apis/im/v1/messages",
+            params={"receive_id_type": "chat_id"},
+            headers={"Authorization": f"Bearer {await self.token()}"},
+            json={"receive_id": chat_id, "msg_type": "interactive", "content": json.dumps(card)},
+        )
+        message_id: str = response.json()["data"]["message_id"]
+        return message_id
+
 
 @asynccontextmanager
 async def running_emulator(config: EmulatorConfig | None = None) -> AsyncIterator[RunningEmulator]:
