@@ -22,7 +22,8 @@ from echocenter.approvals import api as approvals_api
 from echocenter.approvals.workflow import ApprovalWorkflow
 from echocenter.auth import api as auth_api
 from echocenter.auth import service as auth_service
-from echocenter.auth.passwords import passwords_for
+from echocenter.auth.passwords import Passwords
+from echocenter.auth.rules import password_problem, username_problem
 from echocenter.butler.brains import Brain, LLMBrain, RuleBrain
 from echocenter.butler.interface import Butler, UnconfiguredButler
 from echocenter.butler.service import ButlerService
@@ -34,6 +35,7 @@ from echocenter.feishu import webhook
 from echocenter.feishu.bridge import FeishuBridge
 from echocenter.feishu.inbound import prune_seen_messages
 from echocenter.feishu.outbound import Outbound
+from echocenter.filemodes import secure_sqlite_files, write_private
 from echocenter.integration_logs import service as logs
 from echocenter.logging_setup import log_event
 from echocenter.runtime import Runtime
@@ -75,6 +77,17 @@ async def _every(seconds: float, job: Callable[[], Awaitable[None]]) -> None:
         await asyncio.sleep(seconds)
 
 
+def check_initial_admin(settings: Settings) -> None:
+    """INITIAL_ADMIN_* follow the rules of every other way to set a password: refuse to start if not."""
+    if settings.initial_admin_user and settings.initial_admin_pass:
+        for variable, problem in (
+            ("INITIAL_ADMIN_USER", username_problem(settings.initial_admin_user)),
+            ("INITIAL_ADMIN_PASS", password_problem(settings.initial_admin_pass)),
+        ):
+            if problem is not None:
+                raise ValueError(f"{variable} is refused: {problem}")
+
+
 async def _ensure_first_admin(runtime: Runtime) -> None:
     settings = runtime.settings
     async with runtime.sessions() as session:
@@ -96,8 +109,7 @@ async def _ensure_first_admin(runtime: Runtime) -> None:
             session, passwords=runtime.passwords, username="admin", password=password
         )
         path = settings.data_dir / "initial-admin-password"
-        path.touch(mode=0o600)
-        path.write_text(password + "\n")
+        write_private(path, password + "\n")
         log_event(log, "initial_admin_created", username="admin", password_file=str(path))
 
 
@@ -118,7 +130,9 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        check_initial_admin(settings)
         settings.resolve_generated_secrets()
+        secure_sqlite_files(settings.resolved_database_url)
         engine = make_engine(settings.resolved_database_url, schema=settings.database_schema)
         await upgrade_to_head(engine)
         http = httpx.AsyncClient(limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))
@@ -127,7 +141,7 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
             engine=engine,
             sessions=make_sessionmaker(engine),
             secrets=SecretBox(settings.secrets_key),
-            passwords=passwords_for(settings.password_hash_memory_kib, settings.password_hash_time_cost),
+            passwords=Passwords.from_settings(settings),
             http=http,
         )
         app.state.runtime = runtime
