@@ -35,7 +35,7 @@ from echocenter.feishu import webhook
 from echocenter.feishu.bridge import FeishuBridge
 from echocenter.feishu.inbound import prune_seen_messages
 from echocenter.feishu.outbound import Outbound
-from echocenter.filemodes import secure_sqlite_files, write_private
+from echocenter.filemodes import make_private, secure_sqlite_files, write_private
 from echocenter.integration_logs import service as logs
 from echocenter.logging_setup import log_event
 from echocenter.runtime import Runtime
@@ -43,6 +43,8 @@ from echocenter.secretbox import SecretBox
 from echocenter.settings import Environment, Settings
 
 log = logging.getLogger(__name__)
+
+INITIAL_ADMIN_PASSWORD_FILE = "initial-admin-password"
 
 
 class BackgroundTasks:
@@ -108,7 +110,7 @@ async def _ensure_first_admin(runtime: Runtime) -> None:
         await auth_service.ensure_initial_admin(
             session, passwords=runtime.passwords, username="admin", password=password
         )
-        path = settings.data_dir / "initial-admin-password"
+        path = settings.data_dir / INITIAL_ADMIN_PASSWORD_FILE
         write_private(path, password + "\n")
         log_event(log, "initial_admin_created", username="admin", password_file=str(path))
 
@@ -133,6 +135,9 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
         check_initial_admin(settings)
         settings.resolve_generated_secrets()
         secure_sqlite_files(settings.resolved_database_url)
+        make_private(
+            settings.data_dir / INITIAL_ADMIN_PASSWORD_FILE
+        )  # an older install may have left it 0644
         engine = make_engine(settings.resolved_database_url, schema=settings.database_schema)
         await upgrade_to_head(engine)
         http = httpx.AsyncClient(limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))

@@ -15,10 +15,15 @@ from echocenter.settings import Settings
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from echocenter.app import create_app
+    from echocenter.app import check_initial_admin, create_app
     from echocenter.logging_setup import configure_logging
 
     settings = Settings()
+    try:
+        check_initial_admin(settings)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level)
     host = args.host or settings.host
     port = args.port or settings.port
