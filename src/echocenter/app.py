@@ -23,7 +23,6 @@ from echocenter.approvals.workflow import ApprovalWorkflow
 from echocenter.auth import api as auth_api
 from echocenter.auth import service as auth_service
 from echocenter.auth.passwords import Passwords
-from echocenter.auth.rules import password_problem, username_problem
 from echocenter.butler.brains import Brain, LLMBrain, RuleBrain
 from echocenter.butler.interface import Butler, UnconfiguredButler
 from echocenter.butler.service import ButlerService
@@ -79,17 +78,6 @@ async def _every(seconds: float, job: Callable[[], Awaitable[None]]) -> None:
         await asyncio.sleep(seconds)
 
 
-def check_initial_admin(settings: Settings) -> None:
-    """INITIAL_ADMIN_* follow the rules of every other way to set a password: refuse to start if not."""
-    if settings.initial_admin_user and settings.initial_admin_pass:
-        for variable, problem in (
-            ("INITIAL_ADMIN_USER", username_problem(settings.initial_admin_user)),
-            ("INITIAL_ADMIN_PASS", password_problem(settings.initial_admin_pass)),
-        ):
-            if problem is not None:
-                raise ValueError(f"{variable} is refused: {problem}")
-
-
 async def _ensure_first_admin(runtime: Runtime) -> None:
     settings = runtime.settings
     async with runtime.sessions() as session:
@@ -132,7 +120,6 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        check_initial_admin(settings)
         settings.resolve_generated_secrets()
         secure_sqlite_files(settings.resolved_database_url)
         make_private(

@@ -9,21 +9,18 @@ import getpass
 import os
 import sys
 
+from pydantic import ValidationError
+
 from echocenter.settings import Settings
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from echocenter.app import check_initial_admin, create_app
+    from echocenter.app import create_app
     from echocenter.logging_setup import configure_logging
 
     settings = Settings()
-    try:
-        check_initial_admin(settings)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     configure_logging(settings.log_level)
     host = args.host or settings.host
     port = args.port or settings.port
@@ -187,4 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    sys.exit(args.run(args))
+    try:
+        sys.exit(args.run(args))
+    except ValidationError as exc:  # a setting is refused: say which and why, without a traceback
+        for error in exc.errors():
+            print(f"error: {error['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+        sys.exit(2)

@@ -72,9 +72,9 @@ async def authenticate(
         await session.commit()
         raise
     if ok and user is not None and user.is_active:
-        client_key, user_key = rules
-        await throttle.reset(session, key=user_key)
+        client_key, user_key = rules  # touched in the order they were claimed: no lock-order deadlock
         await throttle.release(session, key=client_key)
+        await throttle.reset(session, key=user_key)
         await session.commit()
         return user
 
