@@ -122,9 +122,8 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.resolve_generated_secrets()
         secure_sqlite_files(settings.resolved_database_url)
-        make_private(
-            settings.data_dir / INITIAL_ADMIN_PASSWORD_FILE
-        )  # an older install may have left it 0644
+        # An older install may have left the handed-over password readable by others.
+        make_private(settings.data_dir / INITIAL_ADMIN_PASSWORD_FILE)
         engine = make_engine(settings.resolved_database_url, schema=settings.database_schema)
         await upgrade_to_head(engine)
         http = httpx.AsyncClient(limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))

@@ -61,7 +61,7 @@ async def authenticate(
             await session.commit()
             raise TooManyRequests(f"too many failed logins: try again in {wait} s", retry_after=wait)
         counts[key] = count
-    user = await session.scalar(select(User).where(func.lower(User.username) == name))
+    user = await find_user(session, name)
     await session.commit()  # hold no transaction during the (deliberately slow) hash
 
     try:
