@@ -136,7 +136,7 @@ async def slow_hash_server(database: Database, tmp_path: Path) -> AsyncIterator[
 
 async def test_logins_beyond_the_hashing_slots_wait_briefly_then_get_429(slow_hash_server: Server) -> None:
     server = slow_hash_server
-    names = [f"visitor{n}" for n in range(8)]
+    names = [f"visitor{n}" for n in range(10)]
     responses = await asyncio.gather(
         *(server.client.post("/api/auth/login", json={"username": name, "password": "x"}) for name in names)
     )
