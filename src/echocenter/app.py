@@ -22,7 +22,7 @@ from echocenter.approvals import api as approvals_api
 from echocenter.approvals.workflow import ApprovalWorkflow
 from echocenter.auth import api as auth_api
 from echocenter.auth import service as auth_service
-from echocenter.auth.passwords import passwords_for
+from echocenter.auth.passwords import Passwords
 from echocenter.butler.brains import Brain, LLMBrain, RuleBrain
 from echocenter.butler.interface import Butler, UnconfiguredButler
 from echocenter.butler.service import ButlerService
@@ -34,6 +34,7 @@ from echocenter.feishu import webhook
 from echocenter.feishu.bridge import FeishuBridge
 from echocenter.feishu.inbound import prune_seen_messages
 from echocenter.feishu.outbound import Outbound
+from echocenter.filemodes import make_private, secure_sqlite_files, write_private
 from echocenter.integration_logs import service as logs
 from echocenter.logging_setup import log_event
 from echocenter.runtime import Runtime
@@ -41,6 +42,8 @@ from echocenter.secretbox import SecretBox
 from echocenter.settings import Environment, Settings
 
 log = logging.getLogger(__name__)
+
+INITIAL_ADMIN_PASSWORD_FILE = "initial-admin-password"
 
 
 class BackgroundTasks:
@@ -95,9 +98,8 @@ async def _ensure_first_admin(runtime: Runtime) -> None:
         await auth_service.ensure_initial_admin(
             session, passwords=runtime.passwords, username="admin", password=password
         )
-        path = settings.data_dir / "initial-admin-password"
-        path.touch(mode=0o600)
-        path.write_text(password + "\n")
+        path = settings.data_dir / INITIAL_ADMIN_PASSWORD_FILE
+        write_private(path, password + "\n")
         log_event(log, "initial_admin_created", username="admin", password_file=str(path))
 
 
@@ -119,6 +121,9 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.resolve_generated_secrets()
+        secure_sqlite_files(settings.resolved_database_url)
+        # An older install may have left the handed-over password readable by others.
+        make_private(settings.data_dir / INITIAL_ADMIN_PASSWORD_FILE)
         engine = make_engine(settings.resolved_database_url, schema=settings.database_schema)
         await upgrade_to_head(engine)
         http = httpx.AsyncClient(limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))
@@ -127,7 +132,7 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
             engine=engine,
             sessions=make_sessionmaker(engine),
             secrets=SecretBox(settings.secrets_key),
-            passwords=passwords_for(settings.password_hash_memory_kib, settings.password_hash_time_cost),
+            passwords=Passwords.from_settings(settings),
             http=http,
         )
         app.state.runtime = runtime

@@ -9,6 +9,8 @@ import getpass
 import os
 import sys
 
+from pydantic import ValidationError
+
 from echocenter.settings import Settings
 
 
@@ -70,12 +72,19 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare_data_files(settings: Settings) -> None:
+    from echocenter.filemodes import make_private_dir, secure_sqlite_files
+
+    make_private_dir(settings.data_dir)
+    secure_sqlite_files(settings.resolved_database_url)
+
+
 async def _migrate() -> None:
     from echocenter.db.engine import make_engine
     from echocenter.db.migrate import upgrade_to_head
 
     settings = Settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _prepare_data_files(settings)
     engine = make_engine(settings.resolved_database_url, schema=settings.database_schema)
     try:
         await upgrade_to_head(engine)
@@ -84,37 +93,45 @@ async def _migrate() -> None:
 
 
 async def _create_admin(username: str, password: str, role: str) -> None:
-    from echocenter.auth.passwords import passwords_for
+    from echocenter.auth.passwords import Passwords
     from echocenter.auth.service import create_user
     from echocenter.db.engine import make_engine, make_sessionmaker
     from echocenter.db.migrate import upgrade_to_head
     from echocenter.db.models import Role
 
     settings = Settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _prepare_data_files(settings)
     engine = make_engine(settings.resolved_database_url, schema=settings.database_schema)
     try:
         await upgrade_to_head(engine)  # the same engine migrates and then writes the user
         async with make_sessionmaker(engine)() as session:
-            passwords = passwords_for(settings.password_hash_memory_kib, settings.password_hash_time_cost)
             await create_user(
-                session, passwords=passwords, username=username, password=password, role=Role(role)
+                session,
+                passwords=Passwords.from_settings(settings),
+                username=username,
+                password=password,
+                role=Role(role),
             )
     finally:
         await engine.dispose()
 
 
 def _admin_create(args: argparse.Namespace) -> int:
-    from echocenter.auth.passwords import MIN_PASSWORD_LENGTH
-    from echocenter.errors import Conflict
+    from echocenter.auth.rules import password_problem, username_problem
+    from echocenter.errors import Conflict, InvalidRequest
 
-    password = os.environ.get("ECHOCENTER_NEW_PASSWORD") or getpass.getpass(f"password for {args.username}: ")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        print(f"error: the password needs at least {MIN_PASSWORD_LENGTH} characters", file=sys.stderr)
+    problem = username_problem(args.username)
+    if problem is None:
+        password = os.environ.get("ECHOCENTER_NEW_PASSWORD") or getpass.getpass(
+            f"password for {args.username}: "
+        )
+        problem = password_problem(password)  # the same rules as the API and INITIAL_ADMIN_PASS
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
         asyncio.run(_create_admin(args.username, password, args.role))
-    except Conflict as exc:
+    except (Conflict, InvalidRequest) as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
     print(f"created {args.role} {args.username}")
@@ -167,4 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    sys.exit(args.run(args))
+    try:
+        sys.exit(args.run(args))
+    except ValidationError as exc:  # a setting is refused: say which and why, without a traceback
+        for error in exc.errors():
+            print(f"error: {error['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+        sys.exit(2)

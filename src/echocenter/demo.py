@@ -18,6 +18,7 @@ from echocenter.agents.example import DEFAULT_ALLOWED, run_agent
 from echocenter.app import create_app
 from echocenter.emulator import create_emulator_app
 from echocenter.emulator.state import World
+from echocenter.filemodes import make_private, make_private_dir, write_private
 from echocenter.settings import Environment, Settings
 
 DEMO_AGENT = "demo-agent"
@@ -81,10 +82,10 @@ async def _configure(api: httpx.AsyncClient, password: str) -> str:
 def _demo_password(data_dir: Path) -> tuple[Path, str]:
     """The demo admin's password, kept in a file only the owner can read (stable across runs)."""
     password_file = data_dir / "demo-admin-password"
-    data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(data_dir)
     if not password_file.exists():
-        password_file.touch(mode=0o600)
-        password_file.write_text(secrets.token_urlsafe(12))
+        write_private(password_file, secrets.token_urlsafe(12))
+    make_private(password_file)
     return password_file, password_file.read_text().strip()
 
 

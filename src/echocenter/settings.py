@@ -10,6 +10,9 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from echocenter.auth.rules import password_problem, username_problem
+from echocenter.filemodes import make_private, make_private_dir, write_private
+
 # Values people paste from tutorials; refused as JWT_SECRET anywhere but development.
 _KNOWN_WEAK_SECRETS = {"changeme", "secret", "changethis", "jwt_secret", "password", "echocenter"}
 MIN_JWT_SECRET_LENGTH = 32
@@ -48,6 +51,12 @@ class Settings(BaseSettings):
 
     login_max_failures: int = Field(default=5, ge=1)
     login_lockout_seconds: int = Field(default=300, ge=1)
+    # Login hardening: LOGIN_MAX_FAILURES counts per username *and* client address, this per client address
+    # over every username; concurrent Argon2 hashes (each PASSWORD_HASH_MEMORY_KIB of memory) are bounded, and
+    # a login that waits longer than LOGIN_HASH_WAIT_SECONDS for one gets 429.
+    login_max_failures_per_client: int = Field(default=30, ge=1)
+    login_max_concurrent_hashes: int = Field(default=2, ge=1, le=64)
+    login_hash_wait_seconds: float = Field(default=3.0, gt=0, le=60)
 
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
 
@@ -93,6 +102,14 @@ class Settings(BaseSettings):
             self.password_hash_memory_kib < 19_456 or self.password_hash_time_cost < 2
         ):
             raise ValueError("PASSWORD_HASH_MEMORY_KIB must be >= 19456 and PASSWORD_HASH_TIME_COST >= 2")
+        # The first admin follows the rules of every other way to set a password (auth/rules.py).
+        for variable, value, problem_of in (
+            ("INITIAL_ADMIN_USER", self.initial_admin_user, username_problem),
+            ("INITIAL_ADMIN_PASS", self.initial_admin_pass, password_problem),
+        ):
+            problem = problem_of(value) if value else None
+            if problem is not None:
+                raise ValueError(f"{variable} is refused: {problem}")
         return self
 
     @property
@@ -105,7 +122,7 @@ class Settings(BaseSettings):
         """Fill JWT_SECRET and SECRETS_KEY from files under data_dir, creating them on first start."""
         from cryptography.fernet import Fernet
 
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.data_dir)
         if not self.jwt_secret:
             self.jwt_secret = _read_or_create(self.data_dir / "jwt.secret", lambda: secrets.token_urlsafe(48))
         if not self.secrets_key:
@@ -116,8 +133,8 @@ class Settings(BaseSettings):
 
 def _read_or_create(path: Path, make: Callable[[], str]) -> str:
     if path.exists():
+        make_private(path)
         return path.read_text().strip()
     value = make()
-    path.touch(mode=0o600)
-    path.write_text(value + "\n")
+    write_private(path, value + "\n")
     return value

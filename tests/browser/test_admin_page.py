@@ -126,3 +126,19 @@ async def test_an_expired_session_returns_to_the_login_with_a_message(
     await expect(page.locator("#login-form")).to_be_visible()
     await expect(page.locator("#app-view")).to_be_hidden()
     await page.close()
+
+
+async def test_log_out_revokes_the_token_on_the_server(browser: Browser, server: Server) -> None:
+    page = await browser.new_page()
+    await log_in(page, server)
+    token = await page.evaluate("sessionStorage.getItem('echocenter.token')")
+    assert (
+        await server.client.get("/api/auth/me", headers={"Authorization": f"Bearer {token}"})
+    ).status_code == 200
+    await page.click("#logout")
+    await expect(page.locator("#login-message")).to_have_text("You are logged out.")
+    await expect(page.locator("#login-form")).to_be_visible()
+    # A copy of the token (a stolen one, another tab) no longer works either.
+    stolen = await server.client.get("/api/auth/me", headers={"Authorization": f"Bearer {token}"})
+    assert stolen.status_code == 401
+    await page.close()

@@ -47,3 +47,16 @@ def test_sqlite_under_data_dir_is_the_default_database(tmp_path: object) -> None
 def test_the_test_environment_also_requires_a_jwt_secret() -> None:
     with pytest.raises(ValidationError, match="JWT_SECRET is required when ENVIRONMENT=test"):
         _settings(environment=Environment.TEST)
+
+
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [
+        ({"initial_admin_pass": "a"}, "PASS is refused: the password needs at least 8 characters"),
+        ({"initial_admin_pass": " " * 10}, "PASS is refused: the password cannot be only spaces"),
+        ({"initial_admin_user": "ad min"}, "USER is refused: the username may contain only"),
+    ],
+)
+def test_the_first_admin_follows_the_credential_rules(values: dict[str, str], problem: str) -> None:
+    with pytest.raises(ValidationError, match=f"INITIAL_ADMIN_{problem}"):
+        _settings(**{"initial_admin_user": "admin", "initial_admin_pass": "a-good-password", **values})

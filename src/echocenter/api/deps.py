@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from echocenter.auth.tokens import read_token
+from echocenter.auth.tokens import read_token, stamps_match
 from echocenter.db.models import Role, User
 from echocenter.errors import NotAuthenticated, PermissionDenied
 from echocenter.feishu.bridge import FeishuBridge
@@ -50,10 +50,11 @@ async def get_current_user(
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise NotAuthenticated("missing bearer token")
     claims = read_token(credentials.credentials, secret=runtime.settings.jwt_secret)
-    # The role is read from the database, not the token: a demoted or removed user loses access at once.
+    # The role is read from the database, not the token: a demoted or removed user loses access at once. The
+    # stamp binds the token to this user identity and its current sessions (see auth/tokens.py).
     user = await session.get(User, claims.user_id)
-    if user is None or not user.is_active:
-        raise NotAuthenticated("the user of this token no longer exists")
+    if user is None or not user.is_active or not stamps_match(user.token_stamp, claims.stamp):
+        raise NotAuthenticated("this token was revoked or its user no longer exists: log in again")
     return user
 
 

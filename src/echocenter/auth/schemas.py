@@ -2,9 +2,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, computed_field
 
-from echocenter.auth.passwords import MIN_PASSWORD_LENGTH
+from echocenter.auth.rules import (
+    MAX_PASSWORD_LENGTH,
+    MAX_USERNAME_LENGTH,
+    MIN_PASSWORD_LENGTH,
+    USERNAME_PATTERN,
+)
 from echocenter.db.models import Role
 
 
@@ -22,6 +27,11 @@ class UserOut(BaseModel):
     is_active: bool
     created_at: datetime
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def disabled(self) -> bool:
+        return not self.is_active
+
 
 class LoginResponse(BaseModel):
     token: str
@@ -32,6 +42,17 @@ class LoginResponse(BaseModel):
 
 class UserCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    username: StrictStr = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
-    password: StrictStr = Field(min_length=MIN_PASSWORD_LENGTH, max_length=256)
+    username: StrictStr = Field(min_length=1, max_length=MAX_USERNAME_LENGTH, pattern=USERNAME_PATTERN)
+    password: StrictStr = Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)
     role: Role = Role.MEMBER
+
+
+class UserUpdate(BaseModel):
+    """PATCH /api/users/:id. Disabling or a new password also revokes the user's tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+    disabled: StrictBool | None = None
+    role: Role | None = None
+    password: StrictStr | None = Field(
+        default=None, min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH
+    )

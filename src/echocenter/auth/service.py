@@ -1,72 +1,113 @@
-"""Users and login, with failed-login throttling kept in the database."""
+"""Users, login and user management. Failed-login counting lives in ``throttle``; the rules in ``rules``."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from echocenter.auth import throttle
 from echocenter.auth.passwords import Passwords
-from echocenter.db.models import LoginAttempt, Role, User
+from echocenter.auth.rules import normalize_username, password_problem, username_problem
+from echocenter.auth.tokens import new_token_stamp
+from echocenter.db.models import Role, User
 from echocenter.db.types import utcnow
-from echocenter.errors import Conflict, NotAuthenticated, TooManyRequests
+from echocenter.errors import Conflict, InvalidRequest, NotAuthenticated, NotFound, TooManyRequests
+from echocenter.logging_setup import log_event
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class LoginPolicy:
-    max_failures: int
+    max_failures: int  # per username and client address
     lockout_seconds: int
-
-
-def _throttle_key(username: str) -> str:
-    return username.strip().lower()[:128]
+    max_failures_per_client: int  # per client address, over every username
 
 
 async def authenticate(
-    session: AsyncSession, *, passwords: Passwords, username: str, password: str, policy: LoginPolicy
+    session: AsyncSession,
+    *,
+    passwords: Passwords,
+    username: str,
+    password: str,
+    client: str,
+    policy: LoginPolicy,
 ) -> User:
-    """Return the user, or raise NotAuthenticated (wrong credentials) / TooManyRequests (locked out).
+    """Return the user, or raise NotAuthenticated (wrong credentials) / TooManyRequests (locked out or busy).
 
-    The lock-out is per username whether the user exists or not, so it reveals nothing about which exist.
+    Both counters are claimed before the password is checked (see ``throttle``); a refusal checks nothing. The
+    lock-out is per username whether the user exists or not, so it reveals nothing about which exist.
     """
     now = utcnow()
-    key = _throttle_key(username)
-    attempt = await session.get(LoginAttempt, key)
-    if attempt and attempt.locked_until and attempt.locked_until > now:
-        wait = int((attempt.locked_until - now).total_seconds()) + 1
-        raise TooManyRequests(f"too many failed logins: try again in {wait} s", retry_after=wait)
-
-    user = await session.scalar(select(User).where(User.username == username))
-    await session.commit()  # hold no transaction during the (deliberately slow) hash
-    ok = await passwords.verify(user.password_hash if user else None, password)
-    if ok and user is not None and user.is_active:
-        if attempt:
-            await session.delete(attempt)
+    name = normalize_username(username)
+    rules = {
+        throttle.client_key(client): throttle.ThrottleRule(
+            policy.max_failures_per_client, policy.lockout_seconds
+        ),
+        throttle.user_key(name, client): throttle.ThrottleRule(policy.max_failures, policy.lockout_seconds),
+    }
+    counts: dict[str, int] = {}
+    for key, rule in rules.items():
+        count = await throttle.claim(session, key=key, rule=rule, now=now)
+        if count is None:
+            for claimed in counts:  # a refused attempt is not a failure on the other counter
+                await throttle.release(session, key=claimed)
+            wait = await throttle.seconds_locked(session, key=key, rule=rule, now=now)
             await session.commit()
+            raise TooManyRequests(f"too many failed logins: try again in {wait} s", retry_after=wait)
+        counts[key] = count
+    user = await find_user(session, name)
+    await session.commit()  # hold no transaction during the (deliberately slow) hash
+
+    try:
+        ok = await passwords.verify(user.password_hash if user else None, password)
+    except TooManyRequests:  # no hashing slot came free: nothing was checked, so nothing failed
+        for key in counts:
+            await throttle.release(session, key=key)
+        await session.commit()
+        raise
+    if ok and user is not None and user.is_active:
+        client_key, user_key = rules  # touched in the order they were claimed: no lock-order deadlock
+        await throttle.release(session, key=client_key)
+        await throttle.reset(session, key=user_key)
+        await session.commit()
         return user
 
-    if attempt is None:
-        attempt = LoginAttempt(key=key, failures=0, last_failure_at=now)
-        session.add(attempt)
-    elif attempt.locked_until and attempt.locked_until <= now:
-        attempt.failures, attempt.locked_until = 0, None  # the lock-out is served: start counting again
-    attempt.failures += 1
-    attempt.last_failure_at = now
-    if attempt.failures >= policy.max_failures:
-        attempt.locked_until = now + timedelta(seconds=policy.lockout_seconds)
-    try:
-        await session.commit()
-    except IntegrityError:
-        await session.rollback()  # a concurrent failure created the row first; its count stands
+    for key, rule in rules.items():
+        if counts[key] >= rule.limit:
+            # The audit trail of a lock-out is this structured process-log line (not the integration logs,
+            # whose rows belong to connectors): admins see who was locked, from where, and for how long.
+            log_event(
+                log,
+                "login_locked_out",
+                level=logging.WARNING,
+                key=key,
+                username=name,
+                client=client,
+                failures=counts[key],
+                locked_seconds=rule.window_seconds,
+            )
     raise NotAuthenticated("invalid username or password")
+
+
+def _check_password(password: str) -> None:
+    problem = password_problem(password)
+    if problem is not None:
+        raise InvalidRequest(problem, field="password")
 
 
 async def create_user(
     session: AsyncSession, *, passwords: Passwords, username: str, password: str, role: Role
 ) -> User:
+    problem = username_problem(username)
+    if problem is not None:
+        raise InvalidRequest(problem, field="username")
+    _check_password(password)
     user = User(username=username, password_hash=await passwords.hash(password), role=role.value)
     session.add(user)
     try:
@@ -77,11 +118,15 @@ async def create_user(
     return user
 
 
+async def find_user(session: AsyncSession, username: str) -> User | None:
+    return await session.scalar(select(User).where(func.lower(User.username) == normalize_username(username)))
+
+
 async def ensure_initial_admin(
     session: AsyncSession, *, passwords: Passwords, username: str, password: str
 ) -> bool:
     """Create the configured first admin unless that username exists. True when it was created."""
-    if await session.scalar(select(User.id).where(User.username == username)) is not None:
+    if await find_user(session, username) is not None:
         return False
     await create_user(session, passwords=passwords, username=username, password=password, role=Role.ADMIN)
     return True
@@ -95,14 +140,87 @@ async def list_users(session: AsyncSession) -> list[User]:
     return list(await session.scalars(select(User).order_by(User.id)))
 
 
-async def prune_login_attempts(session: AsyncSession, *, older_than: timedelta = timedelta(days=1)) -> int:
-    """Forget failure counters nobody has touched for a while (unknown usernames would pile up otherwise)."""
-    now = utcnow()
-    result = await session.execute(
-        delete(LoginAttempt).where(
-            LoginAttempt.last_failure_at < now - older_than,
-            (LoginAttempt.locked_until.is_(None)) | (LoginAttempt.locked_until < now),
+async def _get_user_for_change(session: AsyncSession, user_id: int) -> tuple[User, list[User]]:
+    """The user, plus the active admins locked (PostgreSQL: FOR UPDATE, in id order, so two admins removing
+    each other at once cannot both succeed; SQLite has a single writer)."""
+    admins = list(
+        await session.scalars(
+            select(User)
+            .where(User.role == Role.ADMIN.value, User.is_active.is_(True))
+            .order_by(User.id)
+            .with_for_update()
         )
     )
+    user = await session.get(User, user_id)
+    if user is None:
+        await session.rollback()
+        raise NotFound(f"user {user_id} not found")
+    return user, admins
+
+
+def _keep_an_admin(user: User, admins: list[User], action: str) -> None:
+    if any(admin.id == user.id for admin in admins) and len(admins) == 1:
+        raise Conflict(f"cannot {action} the last active admin")
+
+
+async def update_user(
+    session: AsyncSession,
+    *,
+    passwords: Passwords,
+    user_id: int,
+    disabled: bool | None = None,
+    role: Role | None = None,
+    password: str | None = None,
+) -> User:
+    """Disable/enable, change the role or set a new password. Disabling and a new password revoke tokens."""
+    if password is not None:
+        _check_password(password)
+        password_hash = await passwords.hash(password)  # before any lock is taken
+    user, admins = await _get_user_for_change(session, user_id)
+    try:
+        if disabled is True:
+            _keep_an_admin(user, admins, "disable")
+        if role is not None and role is not Role.ADMIN:
+            _keep_an_admin(user, admins, "demote")
+    except Conflict:
+        await session.rollback()
+        raise
+    if disabled is not None:
+        user.is_active = not disabled
+        if disabled:
+            user.token_stamp = new_token_stamp()
+    if role is not None:
+        user.role = role.value
+    if password is not None:
+        user.password_hash = password_hash
+        user.token_stamp = new_token_stamp()
     await session.commit()
-    return int(getattr(result, "rowcount", 0) or 0)
+    return user
+
+
+async def delete_user(session: AsyncSession, *, user_id: int) -> User:
+    user, admins = await _get_user_for_change(session, user_id)
+    try:
+        _keep_an_admin(user, admins, "delete")
+    except Conflict:
+        await session.rollback()
+        raise
+    await session.delete(user)
+    await session.commit()
+    return user
+
+
+async def revoke_tokens(session: AsyncSession, *, user_id: int) -> User:
+    """Server-side logout: every token issued to the user so far stops working."""
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"user {user_id} not found")
+    user.token_stamp = new_token_stamp()
+    await session.commit()
+    return user
+
+
+async def prune_login_attempts(session: AsyncSession, *, older_than: timedelta = timedelta(days=1)) -> int:
+    removed = await throttle.prune(session, older_than=older_than, now=utcnow())
+    await session.commit()
+    return removed

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from echocenter.db.types import UTCDateTime, utcnow
@@ -24,8 +36,22 @@ class Role(StrEnum):
     MEMBER = "MEMBER"
 
 
+# SQLite reuses the highest rowid after a delete unless a table is AUTOINCREMENT; ids named in URLs and tokens
+# must never come back for something else (PostgreSQL sequences never reuse them anyway).
+NO_ID_REUSE = {"sqlite_autoincrement": True}
+
+
+def _new_token_stamp() -> str:
+    return secrets.token_hex(16)
+
+
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = (
+        # Usernames are case-insensitive (auth/rules.py normalize_username): Admin and admin are one user.
+        Index("uq_users_username_lower", text("lower(username)"), unique=True),
+        NO_ID_REUSE,
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
@@ -33,6 +59,8 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16), default=Role.MEMBER.value)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Every JWT carries it; drawn anew on logout, revocation, disabling and password change (auth/tokens.py).
+    token_stamp: Mapped[str] = mapped_column(String(32), default=_new_token_stamp)
 
 
 class LoginAttempt(Base):
@@ -140,6 +168,7 @@ class Agent(Base):
     """A machine that runs approved commands. Its token is shown once; only its SHA-256 is kept."""
 
     __tablename__ = "agents"
+    __table_args__ = NO_ID_REUSE
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
@@ -153,7 +182,7 @@ class Approval(Base):
     """A command waiting for, or past, a person's decision. The state machine is in approvals/states.py."""
 
     __tablename__ = "approvals"
-    __table_args__ = (Index("ix_approvals_status_expires", "status", "expires_at"),)
+    __table_args__ = (Index("ix_approvals_status_expires", "status", "expires_at"), NO_ID_REUSE)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     connector_id: Mapped[int | None] = mapped_column(

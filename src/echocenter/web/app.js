@@ -84,7 +84,11 @@ $("login-form").addEventListener("submit", async (event) => {
   }
 });
 
-$("logout").addEventListener("click", () => logout("You are logged out."));
+$("logout").addEventListener("click", async () => {
+  // Server-side logout: the token stops working everywhere, not only in this tab.
+  try { await api("POST", "/api/auth/logout"); } catch (error) { /* already invalid: forget it here too */ }
+  logout("You are logged out.");
+});
 
 async function enter(user) {
   $("login-view").hidden = true;
