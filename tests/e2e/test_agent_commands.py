@@ -31,6 +31,9 @@ async def test_the_example_agent_declares_its_allow_list_when_it_connects(story:
     agent = await eventually(declared)
     assert agent["declared_commands"] == ["uptime", "whoami"]
     assert agent["commands"] == [] and agent["effective_commands"] == ["uptime", "whoami"]
+    asked_agents = await story.say("agents")
+    reply = await story.reply_to(asked_agents)
+    assert reply["content"]["text"] == f"Online agents: {AGENT} (runs: uptime; whoami)"
 
 
 async def test_a_command_outside_the_list_gets_no_card_but_a_reason(story: Story) -> None:

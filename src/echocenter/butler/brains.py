@@ -54,6 +54,15 @@ HELP = (
 )
 
 
+def _with_commands(context: BrainContext) -> list[str]:
+    """Each online agent, with the commands it runs when it has a list."""
+    named = []
+    for agent in context.agents_online:
+        commands = context.agent_commands.get(agent)
+        named.append(f"{agent} (runs: {'; '.join(commands)})" if commands else agent)
+    return named
+
+
 class RuleBrain:
     """Offline and deterministic: the same words always get the same answer."""
 
@@ -65,7 +74,7 @@ class RuleBrain:
         if verb == "agents":
             if not context.agents_online:
                 return BrainReply("No agent is online right now.")
-            return BrainReply("Online agents: " + ", ".join(context.agents_online))
+            return BrainReply("Online agents: " + ", ".join(_with_commands(context)))
         if verb == "status":
             return BrainReply(
                 f"{len(context.agents_online)} agent(s) online"

@@ -226,7 +226,9 @@ async def _bot(http: httpx.AsyncClient, target: Target, token: str) -> Check:
         answer = await _call(http, "GET", url, target.timeout, headers={"Authorization": f"Bearer {token}"})
     except _Unreachable as exc:
         return _unreachable("bot", exc, target.base_url)
-    bot = (answer.body or {}).get("bot")
+    body = answer.body or {}
+    data = body.get("data")
+    bot = body.get("bot") or (data.get("bot") if isinstance(data, dict) else None)  # documented: top level
     if answer.code != 0 or not isinstance(bot, dict):
         return _failed("bot", "Feishu did not return the bot's information", answer)
     name, open_id, state = bot.get("app_name"), bot.get("open_id"), bot.get("activate_status")
