@@ -7,27 +7,15 @@ from typing import Any
 
 import pytest
 
+import echocenter_agent.config as config_module
 from echocenter_agent.config import ConfigError, load_config, parse_config, websocket_url
 
-GOOD = """
-url = "https://echocenter.example.com"
-token_file = "token"
-name = "web-1"
-
-[[commands]]
-run = "uptime"
-
-[[commands]]
-run = "systemctl restart {unit}"
-timeout_seconds = 60
-params.unit = { choices = ["nginx", "postgresql"] }
-
-[[commands]]
-run = "journalctl -u {unit} -n {lines} --no-pager"
-max_output_bytes = 4000
-params.unit = { regex = "[a-z0-9@._-]+" }
-params.lines = { type = "int", min = 1, max = 1000 }
-"""
+# The example in the module's docstring is the one tested: the documentation cannot drift from the code.
+GOOD = (
+    config_module.__doc__.split("```toml\n")[1]
+    .split("```")[0]
+    .replace('"/etc/echocenter-agent/token"', '"token"')
+)
 
 
 def test_a_good_file_loads(tmp_path: Path) -> None:
@@ -35,7 +23,7 @@ def test_a_good_file_loads(tmp_path: Path) -> None:
     (tmp_path / "token").write_text("eca_secret\n")
     config = load_config(tmp_path / "agent.toml")
     assert config.url == "wss://echocenter.example.com/api/agents/ws"
-    assert config.token == "eca_secret" and config.name == "web-1"
+    assert config.token == "eca_secret" and config.name == "web-1" and config.heartbeat_seconds == 10
     assert config.declared() == [
         "uptime",
         "systemctl restart {unit}",
@@ -43,7 +31,13 @@ def test_a_good_file_loads(tmp_path: Path) -> None:
     ]
     restart, journal = config.commands[1], config.commands[2]
     assert (restart.timeout, restart.max_output_bytes) == (60, 16_000)
-    assert (journal.timeout, journal.max_output_bytes) == (30, 4000)
+    assert (journal.timeout, journal.max_output_bytes) == (30, 8000)
+
+
+def test_the_readme_shows_the_same_example() -> None:
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    section = readme.read_text(encoding="utf-8").split("## The deployable agent")[1]
+    assert section.split("```toml\n")[1].split("```")[0] in config_module.__doc__
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,13 @@
 """The agent's TOML configuration, validated into frozen dataclasses (every mistake named by its key).
 
 ```toml
-url = "https://echocenter.example.com"     # ws/wss: used as is; http/https: + /api/agents/ws
-token_file = "/etc/echocenter-agent/token" # or: token = "eca_…"
-name = "web-1"                             # optional: shown in logs
-heartbeat_seconds = 10
+url = "https://echocenter.example.com"      # http(s) becomes wss://…/api/agents/ws; ws:// and wss:// as given
+token_file = "/etc/echocenter-agent/token"  # or token = "eca_…" (the token POST /api/agents returned)
+name = "web-1"                              # optional, for logs
+heartbeat_seconds = 10                      # defaults: 10 s heartbeats, 30 s timeout, 16000 bytes of output
 default_timeout_seconds = 30
 default_max_output_bytes = 16000
+max_parallel = 4                            # directives run at the same time; more wait their turn
 
 [[commands]]
 run = "uptime"
@@ -18,7 +19,8 @@ params.unit = { choices = ["nginx", "postgresql"] }
 
 [[commands]]
 run = "journalctl -u {unit} -n {lines} --no-pager"
-params.unit = { regex = "[a-z0-9@._-]+" }
+max_output_bytes = 8000
+params.unit = { regex = "[a-z0-9@._-]+" }          # the whole value must match
 params.lines = { type = "int", min = 1, max = 1000 }
 ```
 """
