@@ -4,8 +4,11 @@ the protocol against a local WebSocket server (hello first, directives answered,
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
 import json
 import os
+import ssl
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,10 +16,11 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+import pytest
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from echocenter_agent.client import backoff
+from echocenter_agent.client import Fatal, backoff
 from echocenter_agent.client import serve as agent_serve
 from echocenter_agent.config import parse_config
 
@@ -129,3 +133,50 @@ def test_backoff_starts_random_doubles_and_is_capped() -> None:
     rest = [next(delays) for _ in range(8)]
     assert 0.8 <= rest[0] <= 1.2 and 1.6 <= rest[1] <= 2.4
     assert all(d <= 8 * 1.2 for d in rest) and rest[-1] >= 8 * 0.8
+
+
+def _self_signed(tmp_path: Path) -> ssl.SSLContext:
+    """A server context with a certificate no default trust store knows."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    return context
+
+
+async def test_an_untrusted_certificate_stops_the_agent(tmp_path: Path) -> None:
+    async def never(_: ServerConnection) -> None:
+        raise AssertionError("the agent must not talk to an unverified server")
+
+    async with serve(never, "127.0.0.1", 0, ssl=_self_signed(tmp_path)) as server:
+        port = server.sockets[0].getsockname()[1]
+        config = parse_config(
+            {"url": f"wss://127.0.0.1:{port}", "token": "eca_t", "commands": [{"run": "date"}]}
+        )
+        with pytest.raises(Fatal, match=r"TLS certificate .* is not trusted"):
+            await asyncio.wait_for(agent_serve(config, backoff_cap=0.2), 10)

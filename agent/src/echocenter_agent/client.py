@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidStatus, InvalidURI, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
 
 from echocenter_agent import __version__
 from echocenter_agent.config import AgentConfig
@@ -93,7 +93,10 @@ async def _session(ws: ClientConnection, config: AgentConfig) -> None:
     async def work(request_id: str, message: dict[str, Any]) -> None:
         async with limit:
             outcome = await handle_directive(config, message)
-        await ws.send(_result(request_id, outcome))
+        try:
+            await ws.send(_result(request_id, outcome))
+        except ConnectionClosed:  # the service times the request out and marks it failed
+            log.warning("the connection closed before the result of %s could be sent", request_id)
 
     beater = asyncio.create_task(beat())
     try:
