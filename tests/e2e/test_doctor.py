@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import Stack
-from tests.support.emulator import APP_ID
+from tests.e2e.conftest import Stack, create_verified_connector, e2e_settings, serve_echocenter
+from tests.support.databases import Database
+from tests.support.emulator import APP_ID, RunningEmulator
 
 
 async def _doctor(stack: Stack, **body: Any) -> dict[str, Any]:
@@ -153,3 +155,16 @@ async def test_the_cli_reports_each_check_and_exits_non_zero_on_a_failure(stack:
 
     code, out = await _cli(stack, "--connector", "999")
     assert code == 2 and "there is no connector 999" in out
+
+
+async def test_without_long_connections_discovery_is_skipped(
+    database: Database, tmp_path: Path, emu: RunningEmulator
+) -> None:
+    await emu.control("PATCH", f"/apps/{APP_ID}", {"long_connection": False})  # HTTP callbacks only
+    settings = e2e_settings(database, tmp_path, emu.url, feishu_ws_enabled=False)
+    async with serve_echocenter(settings, None) as server:
+        connector_id = await create_verified_connector(server)
+        response = await server.client.post(f"/api/integrations/feishu/{connector_id}/doctor")
+    result = response.json()
+    assert result["ok"] is True
+    assert _by_name(result)["long_connection"]["status"] == "skipped"

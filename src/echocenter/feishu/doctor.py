@@ -313,15 +313,21 @@ def _skipped(name: str, why: str) -> Check:
     return Check(name, "skipped", why)
 
 
-async def diagnose(http: httpx.AsyncClient, target: Target, *, chat_id: str | None = None) -> list[Check]:
-    """Run every check; those that need a tenant token are skipped when the credentials fail."""
+async def diagnose(
+    http: httpx.AsyncClient, target: Target, *, chat_id: str | None = None, long_connection: bool = True
+) -> list[Check]:
+    """Run every check; those that need a tenant token are skipped when the credentials fail, and
+    discovery when the service does not use the long connection (HTTP callbacks only)."""
     credentials, token = await _credentials(http, target)
     checks = [credentials]
     if token is None:
         checks.append(_skipped("bot", "needs valid credentials"))
     else:
         checks.append(await _bot(http, target, token))
-    checks.append(await _long_connection(http, target))
+    if long_connection:
+        checks.append(await _long_connection(http, target))
+    else:
+        checks.append(_skipped("long_connection", "FEISHU_WS_ENABLED=false: events come by HTTP callback"))
     if chat_id:
         if token is None:
             checks.append(_skipped("test_message", "needs valid credentials"))
@@ -373,4 +379,7 @@ async def diagnose_connector(
         ws_url=settings.feishu_ws_url or settings.feishu_base_url,
         timeout=settings.feishu_http_timeout,
     )
-    return [*checks, *await diagnose(http, target, chat_id=chat_id)]
+    return [
+        *checks,
+        *await diagnose(http, target, chat_id=chat_id, long_connection=settings.feishu_ws_enabled),
+    ]
