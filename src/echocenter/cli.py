@@ -1,4 +1,4 @@
-"""`echocenter serve | demo | emulator | agent run | migrate | admin create`."""
+"""`echocenter serve | demo | emulator | agent run | doctor | migrate | admin create`."""
 
 from __future__ import annotations
 
@@ -138,6 +138,12 @@ def _admin_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from echocenter.doctor_cli import run_doctor
+
+    return asyncio.run(run_doctor(connector_id=args.connector, chat_id=args.chat, as_json=args.json))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="echocenter", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -167,6 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     agent_run.add_argument("--allow", action="append", help="an allowed command line (repeatable)")
     agent_run.add_argument("--timeout", type=float, default=30.0, help="seconds a command may take")
     agent_run.set_defaults(run=_agent_run)
+
+    doctor = commands.add_parser(
+        "doctor", help="check a connector against Feishu (same settings as serve); non-zero exit on a failure"
+    )
+    doctor.add_argument("--connector", type=int, help="connector id (default: the only one)")
+    doctor.add_argument("--chat", help="also send a real test message to this chat_id (oc_…) or open_id")
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
+    doctor.set_defaults(run=_doctor)
 
     migrate = commands.add_parser("migrate", help="apply database migrations and exit")
     migrate.set_defaults(run=lambda _args: asyncio.run(_migrate()) or 0)

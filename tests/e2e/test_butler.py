@@ -273,6 +273,10 @@ async def test_an_offline_agent_fails_the_approval(story: Story) -> None:
 
 
 async def test_the_agent_refuses_commands_off_its_list(story: Story) -> None:
+    # The admin's list wins over the agent's declaration, yet the agent still refuses what it does not run.
+    [agent] = (await story.api.get("/api/agents")).json()
+    patched = await story.api.patch(f"/api/agents/{agent['id']}", json={"commands": ["rm -rf {path}"]})
+    assert patched.status_code == 200, patched.text
     _, card, approval = await asked(story, f"run {AGENT} rm -rf /")
     await story.click(card["message_id"], "Approve")
     done = await story.settled(approval["id"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,20 +18,25 @@ from tests.support.live import serve
 from tests.support.waiting import eventually
 
 
+def llm_settings(database: Database, tmp_path: Path, emu: RunningEmulator, llm_url: str) -> Any:
+    """The real Butler thinking with the fake OpenAI-compatible server at ``llm_url``."""
+    return story_settings(
+        database,
+        tmp_path,
+        emu,
+        butler_base_url=llm_url + "/v1",
+        butler_api_token="sk-test-token",
+        butler_model="fake-model",
+    )
+
+
 @pytest.fixture
 async def llm_story(
     database: Database, tmp_path: Path, emu: RunningEmulator
 ) -> AsyncIterator[tuple[Story, FakeOpenAI]]:
     fake = FakeOpenAI()
     async with serve(fake.app(), lifespan="off") as llm_url:
-        settings = story_settings(
-            database,
-            tmp_path,
-            emu,
-            butler_base_url=llm_url + "/v1",
-            butler_api_token="sk-test-token",
-            butler_model="fake-model",
-        )
+        settings = llm_settings(database, tmp_path, emu, llm_url)
         async with serve_echocenter(settings, None) as server:
             connector_id = await create_verified_connector(server, approvers=["ou_alice"])
             yield Story(server, emu, connector_id), fake

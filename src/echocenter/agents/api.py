@@ -11,8 +11,9 @@ from fastapi import APIRouter, Path, Request, WebSocket, status
 from starlette.websockets import WebSocketDisconnect
 
 from echocenter.agents import service
+from echocenter.agents.commands import MAX_PATTERNS, effective, normalize, pattern_error
 from echocenter.agents.hub import AgentHub
-from echocenter.agents.schemas import AgentCreate, AgentCreated, AgentOut
+from echocenter.agents.schemas import AgentCreate, AgentCreated, AgentOut, AgentUpdate
 from echocenter.api.deps import CurrentAdmin, SessionDep
 from echocenter.db.models import Agent
 from echocenter.logging_setup import log_event
@@ -36,6 +37,9 @@ def _out(agent: Agent, hub: AgentHub) -> AgentOut:
         created_at=agent.created_at,
         revoked_at=agent.revoked_at,
         last_seen_at=agent.last_seen_at,
+        commands=agent.commands or [],
+        declared_commands=agent.declared_commands or [],
+        effective_commands=effective(agent.commands or [], agent.declared_commands or []),
     )
 
 
@@ -46,7 +50,7 @@ def _out(agent: Agent, hub: AgentHub) -> AgentOut:
     summary="Register an agent; its token is in this answer only",
 )
 async def register(body: AgentCreate, _: CurrentAdmin, session: SessionDep, request: Request) -> AgentCreated:
-    agent, token = await service.register(session, name=body.name)
+    agent, token = await service.register(session, name=body.name, commands=body.commands)
     return AgentCreated(**_out(agent, _hub(request)).model_dump(), token=token)
 
 
@@ -54,6 +58,22 @@ async def register(body: AgentCreate, _: CurrentAdmin, session: SessionDep, requ
 async def list_agents(_: CurrentAdmin, session: SessionDep, request: Request) -> list[AgentOut]:
     hub = _hub(request)
     return [_out(a, hub) for a in await service.list_agents(session)]
+
+
+@router.patch(
+    "/{agent_id}",
+    response_model=AgentOut,
+    summary="Set the commands this agent may be asked to run (empty = the agent's own list, or any)",
+)
+async def update_agent(
+    agent_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
+    body: AgentUpdate,
+    _: CurrentAdmin,
+    session: SessionDep,
+    request: Request,
+) -> AgentOut:
+    agent = await service.set_commands(session, agent_id, body.commands)
+    return _out(agent, _hub(request))
 
 
 @router.delete("/{agent_id}", response_model=AgentOut, summary="Revoke an agent (its connection is closed)")
@@ -94,6 +114,25 @@ class _Link:
         await self._ws.close(code=code, reason=reason)
 
 
+def _declared(commands: Any) -> list[str] | None:
+    """The agent's own command list from its hello, or None when it is not a list of valid patterns."""
+    if not isinstance(commands, list) or len(commands) > MAX_PATTERNS:
+        return None
+    if not all(isinstance(c, str) and pattern_error(c) is None for c in commands):
+        return None
+    return list(dict.fromkeys(normalize(c) for c in commands))
+
+
+async def _declare(runtime: Runtime, agent_id: int, name: str, commands: Any) -> None:
+    declared = _declared(commands)
+    if declared is None:
+        log_event(log, "agent_hello_refused", level=logging.WARNING, agent=name)
+        return
+    async with runtime.sessions() as session:
+        await service.declare(session, agent_id, declared)
+    log_event(log, "agent_declared", agent=name, commands=len(declared))
+
+
 @router.websocket("/ws")
 async def agent_socket(websocket: WebSocket) -> None:
     runtime: Runtime = websocket.app.state.runtime
@@ -118,6 +157,8 @@ async def agent_socket(websocket: WebSocket) -> None:
                 continue
             if message.get("type") == "result":
                 hub.take_result(agent.name, message)
+            elif message.get("type") == "hello":
+                await _declare(runtime, agent.id, agent.name, message.get("commands"))
             if time.monotonic() - last_write > SEEN_WRITE_INTERVAL:  # heartbeats and results both count
                 last_write = time.monotonic()
                 async with runtime.sessions() as session:

@@ -56,8 +56,12 @@ async def run_agent(
     timeout: float = 30.0,
     heartbeat: float = 10.0,
     once: bool = False,
+    declare: bool = True,
 ) -> None:
-    """Connect and serve directives; reconnect when the connection drops (unless ``once``)."""
+    """Connect and serve directives; reconnect when the connection drops (unless ``once``).
+
+    With ``declare`` the agent reports its allow-list first (a ``hello``), so the service refuses other
+    commands before anyone is asked to approve them."""
     delay = 1.0
     while True:
         try:
@@ -66,6 +70,8 @@ async def run_agent(
             ) as ws:
                 delay = 1.0
                 log_event(log, "agent_connected", url=url)
+                if declare:
+                    await ws.send(json.dumps({"type": "hello", "commands": sorted(allowed)}))
 
                 async def beat() -> None:
                     while True:

@@ -34,6 +34,7 @@ class BrainContext:
     history: list[tuple[str, str]] = field(default_factory=list)  # (role, content), oldest first
     agents_online: list[str] = field(default_factory=list)
     pending_approvals: int = 0
+    agent_commands: dict[str, list[str]] = field(default_factory=dict)  # registered agents; [] = any
 
 
 class BrainError(Exception):
@@ -53,6 +54,15 @@ HELP = (
 )
 
 
+def _with_commands(context: BrainContext) -> list[str]:
+    """Each online agent, with the commands it runs when it has a list."""
+    named = []
+    for agent in context.agents_online:
+        commands = context.agent_commands.get(agent)
+        named.append(f"{agent} (runs: {'; '.join(commands)})" if commands else agent)
+    return named
+
+
 class RuleBrain:
     """Offline and deterministic: the same words always get the same answer."""
 
@@ -64,7 +74,7 @@ class RuleBrain:
         if verb == "agents":
             if not context.agents_online:
                 return BrainReply("No agent is online right now.")
-            return BrainReply("Online agents: " + ", ".join(context.agents_online))
+            return BrainReply("Online agents: " + ", ".join(_with_commands(context)))
         if verb == "status":
             return BrainReply(
                 f"{len(context.agents_online)} agent(s) online"
@@ -83,11 +93,33 @@ class RuleBrain:
         return BrainReply(f"I did not understand {shlex.quote(words[:80])}.\n\n{HELP}")
 
 
+COMMAND_TOOL_DESCRIPTION = "Ask to run a command on a connected agent. A person must approve it first."
+
+
+def command_tool(agent_commands: dict[str, list[str]]) -> dict[str, Any]:
+    """The command_agent tool, its description listing what each agent runs ({name} = one word)."""
+    lines = [
+        f"- {agent}: " + ("any command" if not commands else "; ".join(commands))
+        for agent, commands in sorted(agent_commands.items())
+    ]
+    description = COMMAND_TOOL_DESCRIPTION
+    if lines:
+        description += (
+            " Commands each agent runs (a {placeholder} stands for one word you fill in; anything else is "
+            "refused):\n" + "\n".join(lines)
+        )
+    tool: dict[str, Any] = {
+        **COMMAND_TOOL,
+        "function": {**COMMAND_TOOL["function"], "description": description},
+    }
+    return tool
+
+
 COMMAND_TOOL: dict[str, Any] = {
     "type": "function",
     "function": {
         "name": "command_agent",
-        "description": "Ask to run a shell command on a connected agent. A person must approve it first.",
+        "description": COMMAND_TOOL_DESCRIPTION,
         "parameters": {
             "type": "object",
             "properties": {
@@ -125,7 +157,7 @@ class LLMBrain:
             completion = await self._client.chat.completions.create(
                 model=self._model,
                 messages=self._messages(context),  # type: ignore[arg-type]
-                tools=[COMMAND_TOOL],  # type: ignore[list-item]
+                tools=[command_tool(context.agent_commands)],  # type: ignore[list-item]
             )
         except openai.OpenAIError as exc:
             raise BrainError(f"the language model failed: {type(exc).__name__}") from exc

@@ -13,6 +13,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from echocenter.agents import service as agents
+from echocenter.agents.commands import is_allowed, normalize
 from echocenter.agents.hub import AgentHub
 from echocenter.approvals.states import ApprovalStatus
 from echocenter.approvals.workflow import ApprovalWorkflow
@@ -119,12 +121,15 @@ class ButlerService:
 
     async def _respond(self, conversation_id: int, message: InboundMessage) -> None:
         async with self._locks[conversation_id]:  # one answer at a time per conversation, in order
+            async with self._sessions() as session:
+                agent_commands = await agents.commands_by_name(session)
             context = BrainContext(
                 text=message.text,
                 requester=message.open_id,
                 history=await self._history(conversation_id, message.message_id),
                 agents_online=self._hub.online(),
                 pending_approvals=await self._pending(),
+                agent_commands=agent_commands,
             )
             try:
                 reply = await self._brain.respond(context)
@@ -138,6 +143,10 @@ class ButlerService:
                     message_id=message.message_id,
                 )
                 await self._say(message, APOLOGY)
+                return
+            command = reply.command
+            if command is not None and not is_allowed(command.command, agent_commands.get(command.agent, [])):
+                await self._refuse(message, command.agent, command.command, agent_commands[command.agent])
                 return
             if reply.text:
                 await self._say(message, reply.text)
@@ -153,6 +162,25 @@ class ButlerService:
                     conversation_id,
                     f"[asked for approval #{approval.id}: {reply.command.command} on {reply.command.agent}]",
                 )
+
+    async def _refuse(self, message: InboundMessage, agent: str, command: str, allowed: list[str]) -> None:
+        """No card for a command the agent does not offer: say why, and log it."""
+        await record_now(
+            self._sessions,
+            connector_id=message.connector_id,
+            action=LogAction.APPROVAL_REFUSED,
+            level=LogLevel.WARN,
+            reason="command_not_allowed",
+            agent=agent,
+            command=normalize(command)[:500],
+            requested_by=message.open_id,
+            message_id=message.message_id,
+        )
+        await self._say(
+            message,
+            f"I cannot ask for `{normalize(command)[:200]}` on {agent}: it is not one of the commands that "
+            f"agent runs. It runs: " + "; ".join(f"`{c}`" for c in allowed),
+        )
 
     async def _say(self, message: InboundMessage, text: str) -> None:
         try:

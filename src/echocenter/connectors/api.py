@@ -19,6 +19,7 @@ from echocenter.connectors.schemas import (
 )
 from echocenter.db.models import InboundMessage, LogLevel
 from echocenter.errors import Conflict
+from echocenter.feishu.doctor import diagnose_connector
 from echocenter.feishu.outbound import Outbound, OutboundError
 from echocenter.integration_logs import service as logs
 from echocenter.integration_logs.schemas import LogEntryOut, LogPageOut
@@ -176,3 +177,58 @@ async def test_message(
     except OutboundError as exc:
         raise Conflict(f"Feishu refused the message: {exc}") from exc
     return TestMessageSent(chat_id=chat_id, message_ids=ids)
+
+
+class DoctorRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    chat_id: StrictStr | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="also send a real test message to this chat_id (oc_…) or open_id (ou_…)",
+    )
+
+
+class DoctorCheckOut(BaseModel):
+    name: str = Field(description="connector | credentials | bot | long_connection | test_message")
+    status: str = Field(description="ok | failed | skipped")
+    summary: str
+    feishu_code: int | None
+    feishu_msg: str | None
+    http_status: int | None
+    fix: str | None = Field(description="what to change, in plain words")
+
+
+class DoctorResult(BaseModel):
+    ok: bool
+    checks: list[DoctorCheckOut]
+
+
+@router.post(
+    "/{connector_id}/doctor",
+    response_model=DoctorResult,
+    summary="Check the connector against Feishu (what `echocenter doctor` does)",
+    description="Credentials, the Bot capability, long-connection discovery (the socket is not opened), and "
+    "with `chat_id` a real test message. Nothing is stored; `ok` is false when any check failed.",
+)
+async def doctor(
+    connector_id: ConnectorId,
+    _: CurrentAdmin,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    body: DoctorRequest | None = None,
+) -> DoctorResult:
+    connector = await service.get_connector(session, connector_id)
+    await session.close()  # hold no connection while Feishu answers
+    checks = await diagnose_connector(
+        runtime.http,
+        settings=runtime.settings,
+        secrets=runtime.secrets,
+        connector=connector,
+        chat_id=body.chat_id if body else None,
+    )
+    return DoctorResult(
+        ok=all(c.status != "failed" for c in checks),
+        checks=[DoctorCheckOut(**c.as_dict()) for c in checks],
+    )

@@ -176,6 +176,10 @@ class Agent(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Command patterns (agents/commands.py): the admin's list wins when set; else what the agent declared
+    # when it connected; both empty = any command.
+    commands: Mapped[list[str]] = mapped_column(JSON, default=list)
+    declared_commands: Mapped[list[str]] = mapped_column(JSON, default=list)
 
 
 class Approval(Base):

@@ -49,6 +49,10 @@ class AppPatch(_Body):
     callback_url: str | None = Field(
         default=None, description="events go here by HTTP; empty: long connection"
     )
+    bot_enabled: bool | None = Field(default=None, description="false: the app has no Bot capability")
+    missing_scopes: list[str] | None = Field(default=None, description="scopes the app was not granted")
+    long_connection: bool | None = Field(default=None, description="false: not in long-connection mode")
+    published: bool | None = Field(default=None, description="false: no published, active version")
 
 
 class UserIn(_Body):

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 # Discovery answer codes (shared/feishu/PROTOCOL.md).
 SYSTEM_BUSY = 1
 NO_CREDENTIAL = 1000040344
+LONG_CONNECTION_OFF = 400  # the emulator's choice: Feishu's code for this case is unconfirmed
 AUTH_FAILED = 514
 EXCEED_CONN_LIMIT = 1000040350
 TICKET_TTL_SECONDS = 300
@@ -138,6 +139,12 @@ class LongConnHub:
         app = self.world.apps.get(app_id) if isinstance(app_id, str) else None
         if not app_id or not app_secret or app is None or app.app_secret != app_secret:
             return JSONResponse({"code": NO_CREDENTIAL, "msg": "no credential", "data": None})
+        if not (app.long_connection and app.published):
+            # Feishu refuses discovery with HTTP 400 (seen in its SDKs' logs); the body is unconfirmed.
+            return JSONResponse(
+                {"code": LONG_CONNECTION_OFF, "msg": "the app does not receive events by long connection"},
+                status_code=400,
+            )
         ticket = secrets.token_urlsafe(24)
         self._tickets[ticket] = (app.app_id, time.time() + TICKET_TTL_SECONDS)
         device_id = uuid.uuid4().hex

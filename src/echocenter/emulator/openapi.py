@@ -24,14 +24,25 @@ RATE_LIMITED = 99991400
 FIELD_VALIDATION = 99992402
 INVALID_PARAM = 230001
 TOO_LONG = 230025
+NO_BOT = 11205  # bot/v3/info of an app without the Bot capability ("app do not have bot")
+BOT_NOT_ACTIVATED = 230006  # sending as an app whose Bot capability is off
+SCOPE_MISSING = 99991672
+SEND_SCOPES = ("im:message", "im:message:send_as_bot")  # any one of them lets the bot send
 
 
 class ApiError(Exception):
     def __init__(
-        self, code: int, msg: str, *, status: int = 400, headers: dict[str, str] | None = None
+        self,
+        code: int,
+        msg: str,
+        *,
+        status: int = 400,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(msg)
         self.code, self.msg, self.status, self.headers = code, msg, status, headers
+        self.extra = extra or {}
 
 
 def _ok(data: dict[str, Any] | None = None, **extra: Any) -> JSONResponse:
@@ -42,7 +53,9 @@ def _ok(data: dict[str, Any] | None = None, **extra: Any) -> JSONResponse:
 
 
 def _error(exc: ApiError) -> JSONResponse:
-    return JSONResponse({"code": exc.code, "msg": exc.msg}, status_code=exc.status, headers=exc.headers)
+    return JSONResponse(
+        {"code": exc.code, "msg": exc.msg, **exc.extra}, status_code=exc.status, headers=exc.headers
+    )
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
@@ -102,6 +115,25 @@ class OpenApi:
             )
         return app
 
+    def _may_send(self, app: App) -> None:
+        """Feishu's checks before a bot may send: the Bot capability, then one of the send scopes."""
+        if not app.bot_enabled:
+            raise ApiError(BOT_NOT_ACTIVATED, "Bot ability is not activated.")
+        if all(scope in app.missing_scopes for scope in SEND_SCOPES):
+            required = ", ".join(SEND_SCOPES)
+            raise ApiError(
+                SCOPE_MISSING,
+                f"Access denied. One of the following scopes is required: [{required}]."
+                f"应用尚未开通所需的应用身份权限：[{required}]",
+                extra={
+                    "error": {
+                        "permission_violations": [
+                            {"type": "action_scope_required", "subject": scope} for scope in SEND_SCOPES
+                        ]
+                    }
+                },
+            )
+
     def _maybe_fail_send(self) -> None:
         failures = self.world.faults.send_failures
         if not failures:
@@ -130,9 +162,11 @@ class OpenApi:
 
     async def bot_info(self, request: Request) -> JSONResponse:
         app = self._app(request)
+        if not app.bot_enabled:
+            raise ApiError(NO_BOT, "app do not have bot")
         return _ok(
             bot={
-                "activate_status": 2,
+                "activate_status": 2 if app.published else 0,  # 0: not yet installed in the tenant
                 "app_name": app.bot_name,
                 "avatar_url": "",
                 "ip_white_list": [],
@@ -167,6 +201,7 @@ class OpenApi:
 
     async def create_message(self, request: Request) -> JSONResponse:
         app = self._app(request)
+        self._may_send(app)
         self._maybe_fail_send()
         id_type = request.query_params.get("receive_id_type", "")
         if id_type not in RECEIVE_ID_TYPES:
@@ -198,6 +233,7 @@ class OpenApi:
 
     async def reply(self, request: Request) -> JSONResponse:
         app = self._app(request)
+        self._may_send(app)
         self._maybe_fail_send()
         parent = self.world.messages.get(request.path_params["message_id"])
         if parent is None:
@@ -241,6 +277,7 @@ class OpenApi:
 
     async def patch_message(self, request: Request) -> JSONResponse:
         app = self._app(request)
+        self._may_send(app)
         message = self.world.messages.get(request.path_params["message_id"])
         if message is None or message.app_id != app.app_id:
             raise ApiError(INVALID_PARAM, "message not found or not sent by this app")

@@ -37,6 +37,11 @@ class App:
     verification_token: str = ""
     encrypt_key: str = ""
     callback_url: str = ""  # HTTP callback mode: events are POSTed here instead of the long connection
+    # How the app is set up in the developer console (a misconfigured app for `echocenter doctor`).
+    bot_enabled: bool = True  # the Bot capability
+    missing_scopes: list[str] = field(default_factory=list)  # permission scopes not granted
+    long_connection: bool = True  # events and callbacks subscribed in long-connection mode
+    published: bool = True  # a version with the current setup is published and active
 
     def public(self) -> dict[str, Any]:
         data = asdict(self)

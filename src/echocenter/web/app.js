@@ -10,7 +10,7 @@ const BOOL_FIELDS = ["allow_dm", "allow_group_mention", "mention_required", "ign
 const LOG_ACTIONS = ["create_connector", "update_connector", "delete_connector", "verify_callback",
   "enable_connector", "disable_connector", "ws_connecting", "ws_connected", "ws_disconnected", "ws_client_error",
   "ws_filtered", "ws_routed", "ws_event_ignored", "ws_outbound", "ws_auth_card", "ws_auth_card_decision",
-  "approval_result", "butler_error", "callback_rejected"];
+  "approval_result", "butler_error", "callback_rejected", "approval_refused"];
 
 const state = { connectors: [], connector: null, logCursor: null, timers: [] };
 
@@ -288,6 +288,33 @@ $("toggle-enabled").addEventListener("click", async () => {
   }
 });
 
+// ---- doctor: POST /api/integrations/feishu/:id/doctor, each check with Feishu's code and the fix -------
+$("doctor").addEventListener("click", async () => {
+  if (!state.connector) return notice("connector-message", "Save the connector first.", "bad");
+  const list = $("doctor-results");
+  const chat = $("doctor-chat").value.trim();
+  $("doctor").disabled = true;
+  list.hidden = false;
+  list.replaceChildren(el("li", { class: "muted", text: "Asking Feishu…" }));
+  try {
+    const result = await api("POST", `/api/integrations/feishu/${state.connector.id}/doctor`,
+      chat ? { chat_id: chat } : undefined);
+    list.replaceChildren(...result.checks.map((c) => el("li", { class: `check ${c.status}`, "data-check": c.name },
+      el("strong", { text: `${c.status === "ok" ? "✓" : c.status === "failed" ? "✗" : "–"} ${c.name}: ` }),
+      el("span", { text: c.summary }),
+      c.feishu_code !== null && c.feishu_code !== undefined
+        ? el("div", { class: "muted", text: `Feishu: code ${c.feishu_code}, ${c.feishu_msg || ""}` }) : null,
+      c.status === "failed" && c.fix ? el("div", { class: "fix", text: `Fix: ${c.fix}` }) : null)));
+    notice("connector-message", result.ok ? "Every check passed." : "Some checks failed: see below.",
+      result.ok ? "ok" : "bad");
+  } catch (error) {
+    if (error.status === 401) return;
+    list.replaceChildren(el("li", { class: "check failed", text: error.message }));
+  } finally {
+    $("doctor").disabled = false;
+  }
+});
+
 // ---- logs ----------------------------------------------------------------------------------------------
 $("log-action").append(...LOG_ACTIONS.map((a) => new Option(a, a)));
 $("log-action").addEventListener("change", () => loadLogs(true));
@@ -390,6 +417,7 @@ async function loadAgents() {
     el("td", {}, el("span", { class: `badge ${a.revoked_at ? "offline" : a.online ? "online" : "offline"}`,
       text: a.revoked_at ? "revoked" : a.online ? "online" : "offline" })),
     el("td", { text: when(a.last_seen_at) }),
+    commandsCell(a),
     el("td", {}, a.revoked_at ? null : el("button", { type: "button", class: "danger", text: "Revoke",
       onclick: async () => {
         if (!confirm(`Revoke ${a.name}? It is disconnected at once.`)) return;
@@ -398,15 +426,45 @@ async function loadAgents() {
       } })))));
 }
 
+const commandLines = (text) => text.split("\n").map((line) => line.trim()).filter(Boolean);
+
+// The effective list (the admin's, else what the agent declared; empty = any) and an editor for the admin's.
+function commandsCell(a) {
+  const cell = el("td", { class: "commands" });
+  const source = a.commands.length ? "set here" : a.declared_commands.length ? "declared by the agent" : "";
+  const show = () => cell.replaceChildren(
+    el("span", { text: a.effective_commands.length ? a.effective_commands.join("; ") : "any command" }),
+    source ? el("span", { class: "muted", text: ` (${source}) ` }) : " ",
+    el("button", { type: "button", text: "Edit", onclick: edit }));
+  function edit() {
+    const box = el("textarea", { rows: "3", "aria-label": `Commands of ${a.name}` });
+    box.value = a.commands.join("\n");
+    const error = el("p", { class: "field-error" });
+    cell.replaceChildren(box, el("button", { type: "button", class: "primary", text: "Save", onclick: async () => {
+      try {
+        await api("PATCH", `/api/agents/${a.id}`, { commands: commandLines(box.value) });
+        await loadAgents();
+      } catch (e) {
+        if (e.status !== 401) error.textContent = e.message;
+      }
+    } }), el("button", { type: "button", text: "Cancel", onclick: show }), error);
+    box.focus();
+  }
+  show();
+  return cell;
+}
+
 $("agent-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   clearErrors("agent-form");
   try {
-    const agent = await api("POST", "/api/agents", { name: $("agent-name").value.trim() });
+    const agent = await api("POST", "/api/agents",
+      { name: $("agent-name").value.trim(), commands: commandLines($("agent-commands").value) });
     $("agent-token-name").textContent = agent.name;
     $("agent-token-value").textContent = agent.token;
     $("agent-token").hidden = false;
     $("agent-name").value = "";
+    $("agent-commands").value = "";
     await loadAgents();
   } catch (error) {
     if (error.status === 401) return;

@@ -1,0 +1,3 @@
+from echocenter_agent.cli import main
+
+main()
