@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from echocenter.agents.hub import AgentHub
 from echocenter.approvals.states import ApprovalStatus
 from echocenter.approvals.workflow import ApprovalWorkflow
-from echocenter.butler.brains import Brain, BrainContext, BrainError
+from echocenter.butler.brains import Brain, BrainContext, BrainError, CommandRequest
+from echocenter.butler.command_check import problem_with, unknown_agent
 from echocenter.butler.interface import InboundMessage
 from echocenter.db.models import Approval, Conversation, ConversationTurn, LogLevel
 from echocenter.db.types import utcnow
@@ -139,6 +140,18 @@ class ButlerService:
                 )
                 await self._say(message, APOLOGY)
                 return
+            if reply.command is not None and (refusal := await self._refusal(reply.command)):
+                await record_now(
+                    self._sessions,
+                    connector_id=message.connector_id,
+                    action=LogAction.COMMAND_REFUSED,
+                    level=LogLevel.WARN,
+                    reason=refusal,
+                    agent=reply.command.agent[:64],
+                    message_id=message.message_id,
+                )
+                await self._say(message, f"I cannot ask for that: {refusal}")
+                return
             if reply.text:
                 await self._say(message, reply.text)
             if reply.command is not None:
@@ -153,6 +166,15 @@ class ButlerService:
                     conversation_id,
                     f"[asked for approval #{approval.id}: {reply.command.command} on {reply.command.agent}]",
                 )
+
+    async def _refusal(self, command: CommandRequest) -> str | None:
+        """Why no card may be sent for this command (told to the person), or None."""
+        problem = problem_with(command.agent, command.command)
+        if problem is None:
+            async with self._sessions() as session:
+                if await unknown_agent(session, command.agent):
+                    problem = f"there is no registered agent named {command.agent}."
+        return problem
 
     async def _say(self, message: InboundMessage, text: str) -> None:
         try:
