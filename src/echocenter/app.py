@@ -32,6 +32,7 @@ from echocenter.db.migrate import upgrade_to_head
 from echocenter.errors import install_error_handlers
 from echocenter.feishu import webhook
 from echocenter.feishu.bridge import FeishuBridge
+from echocenter.feishu.callback_guard import forget_sightings
 from echocenter.feishu.inbound import prune_seen_messages
 from echocenter.feishu.outbound import Outbound
 from echocenter.filemodes import make_private, secure_sqlite_files, write_private
@@ -162,11 +163,13 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
                     session,
                     max_age=timedelta(days=settings.log_retention_days),
                     max_rows=settings.log_retention_max_rows,
+                    max_audit_rows=settings.log_retention_max_audit_rows,
                 )
                 forgotten = await prune_seen_messages(
                     session, max_age=timedelta(days=settings.dedup_retention_days)
                 )
                 await auth_service.prune_login_attempts(session)
+                await forget_sightings(session, window_seconds=settings.feishu_callback_max_skew_seconds)
             if removed or forgotten:
                 log_event(log, "retention_pruned", integration_logs=removed, seen_messages=forgotten)
 

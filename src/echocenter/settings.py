@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     dedup_retention_days: int = Field(default=7, ge=1)
     log_retention_sweep_seconds: int = Field(default=3600, ge=1)
 
+    # sec-feishu: audit entries (connector changes, decisions) have their own cap, so noise never evicts them;
+    # a rejected callback is logged once per connector and reason per interval, with a count of repeats.
+    log_retention_max_audit_rows: int = Field(default=100_000, ge=100)
+    feishu_callback_reject_log_seconds: float = Field(default=60.0, ge=0)
+
     @model_validator(mode="after")
     def _refuse_weak_secrets_outside_development(self) -> Settings:
         if self.environment is not Environment.DEVELOPMENT:

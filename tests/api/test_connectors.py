@@ -488,3 +488,28 @@ async def test_openapi_describes_every_route(server: Server) -> None:
         assert path in paths
     assert "ConnectorSettings" in spec["components"]["schemas"]
     assert (await server.client.get("/docs")).status_code == 200
+
+
+async def test_callback_enabled_is_off_by_default_and_set_by_create_and_patch(server: Server) -> None:
+    default = await server.client.post("/api/integrations/feishu", json={"connector_name": "Long only"})
+    assert default.json()["callback_enabled"] is False
+    created = await server.client.post(
+        "/api/integrations/feishu", json={"connector_name": "Callback", "callback_enabled": True}
+    )
+    assert created.status_code == 201 and created.json()["callback_enabled"] is True
+    url = f"/api/integrations/feishu/{created.json()['id']}"
+    assert (await server.client.get(url)).json()["callback_enabled"] is True
+    assert (await server.client.patch(url, json={"callback_enabled": False})).json()[
+        "callback_enabled"
+    ] is False
+    assert (await server.client.get(url)).json()["callback_enabled"] is False
+    refused = await server.client.patch(url, json={"callback_enabled": "yes"})
+    assert refused.status_code == 422
+    [entry] = [
+        e
+        for e in (await server.client.get(f"{url}/logs", params={"action": "update_connector"})).json()[
+            "items"
+        ]
+        if "callback_enabled" in e["detail"]["changed"]
+    ]
+    assert entry["level"] == "info"  # not a credential: verification stays

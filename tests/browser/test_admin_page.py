@@ -42,8 +42,12 @@ async def test_the_whole_admin_story_in_a_browser(
     await shot(page, "02-connector-validation-error")
 
     await page.fill("#f-rate_limit_per_minute", "100")
+    await expect(page.locator("#f-callback_enabled")).not_to_be_checked()  # off unless chosen
+    await page.check("#f-callback_enabled")
     await page.click("#save")
     await expect(page.locator("#connector-message")).to_have_text("Saved.")
+    [saved] = (await server.client.get("/api/integrations/feishu")).json()["items"]
+    assert saved["callback_enabled"] is True
     await expect(page.locator('[data-secret="app_secret"] .secret-state')).to_contain_text("set (********")
     await expect(page.locator("#f-app_secret")).to_have_value("")  # write-only: never shown back
     await expect(page.locator("#toggle-enabled")).to_be_disabled()

@@ -264,6 +264,7 @@ async def test_concurrent_clicks_decide_exactly_once(story: Story) -> None:
 
 
 async def test_an_offline_agent_fails_the_approval(story: Story) -> None:
+    await register_agent(story.api, "ghost-agent")  # known (cards are for registered agents), never online
     _, card, approval = await asked(story, "run ghost-agent uptime")
     await story.click(card["message_id"], "Approve")
     done = await story.settled(approval["id"])

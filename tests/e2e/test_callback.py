@@ -27,7 +27,7 @@ async def reconfigure(stack: Stack, **changes: Any) -> None:
 
 
 async def use_callback(stack: Stack, *, token: str = TOKEN, key: str = KEY) -> str:
-    await reconfigure(stack, verification_token=token, encrypt_key=key or None)
+    await reconfigure(stack, verification_token=token, encrypt_key=key or None, callback_enabled=True)
     url = f"{stack.server.url}/api/integrations/feishu/callback/{stack.connector_id}"
     await stack.emu.control(
         "PATCH", f"/apps/{APP_ID}", {"callback_url": url, "verification_token": token, "encrypt_key": key}
@@ -171,6 +171,7 @@ async def test_unknown_connector_is_404(stack: Stack) -> None:
 
 
 async def test_a_connector_without_token_or_key_refuses_callbacks(stack: Stack) -> None:
+    await stack.patch(callback_enabled=True)
     async with httpx.AsyncClient() as http:
         response = await http.post(
             f"{stack.server.url}/api/integrations/feishu/callback/{stack.connector_id}",

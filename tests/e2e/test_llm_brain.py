@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import create_verified_connector, serve_echocenter
-from tests.e2e.test_butler import Story, story_settings
+from tests.e2e.test_butler import Story, register_agent, story_settings
 from tests.support.databases import Database
 from tests.support.emulator import RunningEmulator
 from tests.support.fake_openai import FakeOpenAI, text_answer, tool_answer
@@ -44,6 +44,7 @@ async def llm_story(
 
 async def test_a_tool_call_becomes_an_approval_card(llm_story: tuple[Story, FakeOpenAI]) -> None:
     story, fake = llm_story
+    await register_agent(story.api, "demo-agent")  # cards are only for registered agents
     fake.answers.append(tool_answer("demo-agent", "df -h", "the user asked how full the disks are"))
     message_id = await story.say("how full are the disks on demo-agent?")
     card = await story.card_for(message_id)

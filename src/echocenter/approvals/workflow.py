@@ -4,6 +4,8 @@ Expiry and restart recovery live here too."""
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -18,6 +20,7 @@ from echocenter.db.types import utcnow
 from echocenter.feishu.cards import approval_card, raw
 from echocenter.feishu.events import CardActionEvent
 from echocenter.feishu.outbound import Outbound, OutboundError
+from echocenter.feishu.untrusted import inert
 from echocenter.integration_logs.service import LogAction, record_now
 from echocenter.runtime import Runtime
 
@@ -25,6 +28,7 @@ log = logging.getLogger(__name__)
 
 Spawn = Callable[[str, Awaitable[None]], None]
 RECOVERY_MARGIN_SECONDS = 30
+MAX_ID = 2**31 - 1
 
 
 def _toast(kind: str, content: str) -> dict[str, Any]:
@@ -102,37 +106,87 @@ class ApprovalWorkflow:
 
     # --- decisions ----------------------------------------------------------------------------------
     async def on_card_click(self, connector_id: int, event: CardActionEvent) -> dict[str, Any]:
-        """The answer to a click, which Feishu shows at once: a toast and the card as it now stands."""
-        value = event.value
+        """The answer to a click, which Feishu shows at once: a toast and the card as it now stands.
+
+        The work is shielded from the caller's card deadline: once started, checks, decision and the start of
+        the command finish in the background even when the answer has gone out as a "still working" toast
+        (cancelling between the decision's commit and the command's start would strand it as APPROVED)."""
+        answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        abandoned = False
+
+        async def work() -> None:
+            try:
+                result, approval = await self._click(connector_id, event)
+            except Exception:
+                if not answer.done():
+                    answer.set_result({"toast": _toast("error", "Something went wrong; please try again.")})
+                raise
+            if not answer.done():
+                answer.set_result(result)
+            if abandoned and approval is not None and "card" in result:
+                await self._refresh_card(approval)  # the answer missed Feishu's deadline: update the card
+
+        self._spawn(f"card-click-{event.event_id or id(answer)}", work())
         try:
-            approval_id = int(value.get("approval_id"))  # type: ignore[arg-type]
-            decision = str(value.get("decision"))
-        except (TypeError, ValueError):
-            return {"toast": _toast("error", "This card is not an approval card.")}
-        if decision not in ("approve", "reject"):
-            return {"toast": _toast("error", "Unknown decision.")}
+            return await asyncio.shield(answer)
+        except asyncio.CancelledError:
+            abandoned = True
+            raise
+
+    async def _refuse_click(
+        self, approval: Approval, clicker: str, reason: str, toast: str
+    ) -> tuple[dict[str, Any], None]:
+        await self._log(
+            approval,
+            LogAction.WS_AUTH_CARD_DECISION,
+            LogLevel.WARN,
+            refused=True,
+            operator=clicker,
+            reason=reason,
+        )
+        return {"toast": _toast("error", toast)}, None
+
+    async def _click(
+        self, connector_id: int, event: CardActionEvent
+    ) -> tuple[dict[str, Any], Approval | None]:
+        value = event.value
+        decision = value.get("decision")
+        if not isinstance(decision, str) or decision not in ("approve", "reject"):
+            return {"toast": _toast("error", "Unknown decision.")}, None
+        approval_id = value.get("approval_id")
+        # Strict: our cards carry an int; `true` or "7" is not an approval id.
+        if type(approval_id) is not int or not 1 <= approval_id <= MAX_ID:
+            return {"toast": _toast("error", "This card is not an approval card.")}, None
         async with self._sessions() as session:
             approval = await session.get(Approval, approval_id)
             connector = await session.get(FeishuConnector, connector_id)
         if approval is None or approval.connector_id != connector_id or connector is None:
-            return {"toast": _toast("error", "This approval no longer exists.")}
+            return {"toast": _toast("error", "This approval no longer exists.")}, None
         clicker = event.operator.open_id
-        if clicker not in set(connector.approvers):
-            await self._log(
+        if not connector.enabled:
+            return await self._refuse_click(
                 approval,
-                LogAction.WS_AUTH_CARD_DECISION,
-                LogLevel.WARN,
-                refused=True,
-                operator=clicker,
-                reason="not an approver",
+                clicker,
+                "connector disabled",
+                "This connector is disabled: nothing is decided.",
             )
-            return {"toast": _toast("error", "You are not allowed to approve commands here.")}
+        if clicker not in set(connector.approvers):
+            return await self._refuse_click(
+                approval, clicker, "not an approver", "You are not allowed to approve commands here."
+            )
+        if not approval.card_message_id or not hmac.compare_digest(
+            event.open_message_id.encode(), approval.card_message_id.encode()
+        ):
+            # A click on card X carrying card Y's value must not decide Y.
+            return await self._refuse_click(
+                approval, clicker, "not this approval's card", "This button does not belong to this request."
+            )
 
         async with self._sessions() as session:
             outcome = await store.decide(
                 session, approval_id=approval_id, approve=decision == "approve", decided_by=clicker
             )
-        return await self._after_decision(outcome, clicker, via="card")
+        return await self._after_decision(outcome, clicker, via="card"), outcome.approval
 
     async def decide_by_admin(
         self, approval_id: int, *, approve: bool, admin: str, reason: str | None
@@ -211,16 +265,13 @@ class ApprovalWorkflow:
     async def _report(self, approval: Approval, result: CommandResult) -> None:
         if approval.connector_id is None:
             return
-        head = (
-            f"✅ `{approval.command}` on {approval.agent_name} finished:"
-            if result.ok
-            else f"❌ `{approval.command}` on {approval.agent_name} failed:"
-        )
+        what = f"`{inert(approval.command)}` on {inert(approval.agent_name)}"
+        head = f"✅ {what} finished:" if result.ok else f"❌ {what} failed:"
         try:
             await self._outbound.send_text(
                 approval.connector_id,
                 chat_id=approval.chat_id,
-                text=f"{head}\n{result.output or '(no output)'}",
+                text=f"{head}\n{inert(result.output) or '(no output)'}",
                 reply_to=approval.source_message_id or None,
                 uuid=f"approval-result-{approval.request_id}",
             )

@@ -11,6 +11,8 @@ from typing import Any, Protocol
 
 import openai
 
+from echocenter.feishu.untrusted import inert
+
 log = logging.getLogger(__name__)
 
 
@@ -87,10 +89,10 @@ class RuleBrain:
                 return BrainReply("Usage: run <agent> <command>, for example: run demo-agent uptime")
             agent, command = parts[1], parts[2].strip()
             return BrainReply(
-                f"I need a person's approval to run `{command}` on {agent}.",
+                f"I need a person's approval to run `{inert(command)}` on {inert(agent)}.",
                 CommandRequest(agent=agent, command=command, reason=f"asked by {context.requester} in chat"),
             )
-        return BrainReply(f"I did not understand {shlex.quote(words[:80])}.\n\n{HELP}")
+        return BrainReply(f"I did not understand {inert(shlex.quote(words[:80]))}.\n\n{HELP}")
 
 
 COMMAND_TOOL_DESCRIPTION = "Ask to run a command on a connected agent. A person must approve it first."
@@ -179,8 +181,10 @@ class LLMBrain:
             if not request.agent or not request.command:
                 raise BrainError("the language model asked for a command without agent or command")
             return BrainReply(
-                text or f"I need a person's approval to run `{request.command}` on {request.agent}.", request
+                inert(text)
+                or f"I need a person's approval to run `{inert(request.command)}` on {inert(request.agent)}.",
+                request,
             )
         if not text:
             raise BrainError("the language model answered with neither text nor a tool call")
-        return BrainReply(text)
+        return BrainReply(inert(text))  # the model repeats what people wrote: no markup from it

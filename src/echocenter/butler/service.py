@@ -18,7 +18,8 @@ from echocenter.agents.commands import is_allowed, normalize
 from echocenter.agents.hub import AgentHub
 from echocenter.approvals.states import ApprovalStatus
 from echocenter.approvals.workflow import ApprovalWorkflow
-from echocenter.butler.brains import Brain, BrainContext, BrainError
+from echocenter.butler.brains import Brain, BrainContext, BrainError, CommandRequest
+from echocenter.butler.command_check import problem_with, unknown_agent
 from echocenter.butler.interface import InboundMessage
 from echocenter.db.models import Approval, Conversation, ConversationTurn, LogLevel
 from echocenter.db.types import utcnow
@@ -145,6 +146,18 @@ class ButlerService:
                 await self._say(message, APOLOGY)
                 return
             command = reply.command
+            if command is not None and (refusal := await self._refusal(command)):
+                await record_now(
+                    self._sessions,
+                    connector_id=message.connector_id,
+                    action=LogAction.COMMAND_REFUSED,
+                    level=LogLevel.WARN,
+                    reason=refusal,
+                    agent=command.agent[:64],
+                    message_id=message.message_id,
+                )
+                await self._say(message, f"I cannot ask for that: {refusal}")
+                return
             if command is not None and not is_allowed(command.command, agent_commands.get(command.agent, [])):
                 await self._refuse(message, command.agent, command.command, agent_commands[command.agent])
                 return
@@ -181,6 +194,15 @@ class ButlerService:
             f"I cannot ask for `{normalize(command)[:200]}` on {agent}: it is not one of the commands that "
             f"agent runs. It runs: " + "; ".join(f"`{c}`" for c in allowed),
         )
+
+    async def _refusal(self, command: CommandRequest) -> str | None:
+        """Why no card may be sent for this command (told to the person), or None."""
+        problem = problem_with(command.agent, command.command)
+        if problem is None:
+            async with self._sessions() as session:
+                if await unknown_agent(session, command.agent):
+                    problem = f"there is no registered agent named {command.agent}."
+        return problem
 
     async def _say(self, message: InboundMessage, text: str) -> None:
         try:

@@ -18,11 +18,13 @@ from echocenter.connectors.schemas import (
     VerifyResult,
 )
 from echocenter.db.models import InboundMessage, LogLevel
-from echocenter.errors import Conflict
+from echocenter.errors import Conflict, InvalidRequest
 from echocenter.feishu.doctor import diagnose_connector
 from echocenter.feishu.outbound import Outbound, OutboundError
 from echocenter.integration_logs import service as logs
 from echocenter.integration_logs.schemas import LogEntryOut, LogPageOut
+
+MAX_LOG_ID = 2**63 - 1  # BIGINT
 
 router = APIRouter(prefix="/api/integrations/feishu", tags=["feishu connectors"])
 
@@ -123,6 +125,9 @@ async def connector_logs(
     action: Annotated[str | None, Query(max_length=64)] = None,
     level: LogLevel | None = None,
 ) -> LogPageOut:
+    # 19 digits can exceed BIGINT (and SQLite's int64): refuse rather than overflow into a 500.
+    if cursor and int(cursor) > MAX_LOG_ID:
+        raise InvalidRequest("cursor is out of range", field="cursor")
     await service.get_connector(session, connector_id)
     page = await logs.page(
         session,

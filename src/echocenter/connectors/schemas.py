@@ -44,6 +44,9 @@ class ConnectorSettings(BaseModel):
     prefix_command: StrictStr = Field(default="", max_length=32, description="e.g. /bot; empty: none")
     ignore_bot_messages: StrictBool = True
     rate_limit_per_minute: StrictInt = Field(default=30, ge=1, le=10_000, description="per sender")
+    callback_enabled: StrictBool = Field(
+        default=False, description="answer Feishu's HTTP callback; off: long connection only"
+    )
 
 
 class EnableRequest(BaseModel):
@@ -70,6 +73,7 @@ class ConnectorOut(BaseModel):
     prefix_command: str
     ignore_bot_messages: bool
     rate_limit_per_minute: int
+    callback_enabled: bool
     enabled: bool
     status: ConnectorStatus
     callback_verified: bool

@@ -44,6 +44,7 @@ def to_out(connector: FeishuConnector) -> ConnectorOut:
         prefix_command=connector.prefix_command,
         ignore_bot_messages=connector.ignore_bot_messages,
         rate_limit_per_minute=connector.rate_limit_per_minute,
+        callback_enabled=connector.callback_enabled,
         enabled=connector.enabled,
         status=connector.status,  # type: ignore[arg-type]
         callback_verified=connector.callback_verified,

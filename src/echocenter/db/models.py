@@ -105,6 +105,8 @@ class FeishuConnector(Base):
     prefix_command: Mapped[str] = mapped_column(String(32), default="")
     ignore_bot_messages: Mapped[bool] = mapped_column(Boolean, default=True)
     rate_limit_per_minute: Mapped[int] = mapped_column(Integer, default=30)
+    # The HTTP callback answers only for connectors that opt in; the others use the long connection only.
+    callback_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
 
     enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(16), default=ConnectorStatus.DISCONNECTED.value)
@@ -137,6 +139,19 @@ class IntegrationLog(Base):
     action: Mapped[str] = mapped_column(String(64))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CallbackReplay(Base):
+    """A signed HTTP callback already accepted, kept for the timestamp window so a replay is refused."""
+
+    __tablename__ = "callback_replays"
+    __table_args__ = (Index("ix_callback_replays_seen_at", "seen_at"),)
+
+    connector_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("feishu_connectors.id", ondelete="CASCADE"), primary_key=True
+    )
+    signature: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class InboundStatus(StrEnum):

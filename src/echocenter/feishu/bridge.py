@@ -282,7 +282,8 @@ class FeishuBridge:
         if not isinstance(event, CardActionEvent):
             await self.dispatch(connector_id, payload, transport="ws")
             return {}
-        await self._touch_last_event(connector_id)
+        # Not awaited: under the card deadline, the handler must start before any other database work.
+        self._spawn(self._touch_last_event(connector_id))
         return await self.card_handler(connector_id, event)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:

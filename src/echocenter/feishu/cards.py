@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from echocenter.approvals.states import ApprovalStatus
@@ -19,41 +20,41 @@ _LOOK = {
 }
 
 
-def _who(decided_by: str | None) -> str:
-    if not decided_by:
-        return "nobody"
-    if decided_by.startswith("ou_"):
-        return f"<at id={decided_by}></at>"
-    return decided_by
+OPEN_ID = re.compile(r"^ou_[A-Za-z0-9_-]{1,60}$")
+
+
+def plain(text: str) -> dict[str, Any]:
+    """A card element showing ``text`` as it is: plain_text is never read as markdown, so no untrusted value
+    (command, reason, names, output) can turn into bold, links, headings, <font> or an <at> of everyone."""
+    return {"tag": "div", "text": {"tag": "plain_text", "content": text}}
 
 
 def _when(approval: Approval) -> str:
     return approval.decided_at.strftime("%Y-%m-%d %H:%M:%S UTC") if approval.decided_at else ""
 
 
-def _escape_code(text: str) -> str:
-    return text.replace("```", "ʼʼʼ")
-
-
-def _facts(approval: Approval) -> str:
-    lines = [
-        f"**Agent** {approval.agent_name}",
-        f"**Command** `{approval.command.replace('`', 'ʼ')}`",
-    ]
+def _facts(approval: Approval) -> list[dict[str, Any]]:
+    facts = [plain(f"Agent: {approval.agent_name}"), plain(f"Command: {approval.command}")]
     if approval.reason:
-        lines.append(f"**Reason** {approval.reason}")
-    lines.append(f"**Asked by** {approval.requested_by_name or approval.requested_by_open_id}")
-    return "\n".join(lines)
+        facts.append(plain(f"Reason: {approval.reason}"))
+    facts.append(plain(f"Asked by: {approval.requested_by_name or approval.requested_by_open_id}"))
+    return facts
+
+
+def _decision(approval: Approval, status: ApprovalStatus) -> dict[str, Any]:
+    verb = "Rejected" if status is ApprovalStatus.REJECTED else "Approved"
+    who = approval.decided_by or "nobody"
+    if OPEN_ID.match(who):  # a Feishu open_id: mention the person (the only markup, built from a checked id)
+        return {"tag": "markdown", "content": f"{verb} by <at id={who}></at> at {_when(approval)}"}
+    return plain(f"{verb} by {who} at {_when(approval)}")
 
 
 def approval_card(approval: Approval) -> dict[str, Any]:
     status = ApprovalStatus(approval.status)
     template, title = _LOOK[status]
-    elements: list[dict[str, Any]] = [{"tag": "markdown", "content": _facts(approval)}]
+    elements = _facts(approval)
     if status is ApprovalStatus.PENDING:
-        elements.append(
-            {"tag": "markdown", "content": f"Expires {approval.expires_at:%Y-%m-%d %H:%M:%S} UTC"}
-        )
+        elements.append(plain(f"Expires {approval.expires_at:%Y-%m-%d %H:%M:%S} UTC"))
         elements.append(
             {
                 "tag": "action",
@@ -64,20 +65,13 @@ def approval_card(approval: Approval) -> dict[str, Any]:
             }
         )
     elif status is ApprovalStatus.EXPIRED:
-        elements.append(
-            {"tag": "markdown", "content": f"Nobody decided before {approval.expires_at:%H:%M:%S} UTC."}
-        )
+        elements.append(plain(f"Nobody decided before {approval.expires_at:%H:%M:%S} UTC."))
     else:
-        verb = "Rejected" if status is ApprovalStatus.REJECTED else "Approved"
-        decision = f"{verb} by {_who(approval.decided_by)} at {_when(approval)}"
+        elements.append(_decision(approval, status))
         if approval.decision_reason:
-            decision += f"\n**Note** {approval.decision_reason}"
-        elements.append({"tag": "markdown", "content": decision})
+            elements.append(plain(f"Note: {approval.decision_reason}"))
         if approval.output is not None:
-            output = approval.output[-OUTPUT_LIMIT_CHARS:]
-            elements.append(
-                {"tag": "markdown", "content": f"```\n{_escape_code(output) or '(no output)'}\n```"}
-            )
+            elements.append(plain(approval.output[-OUTPUT_LIMIT_CHARS:] or "(no output)"))
     return {
         "config": {"wide_screen_mode": True, "update_multi": True},
         "header": {

@@ -100,7 +100,7 @@ def parse_event(payload: bytes | str | dict[str, Any]) -> Event:
         try:
             # Decoding first spares json the work of guessing the encoding of bytes.
             body = json.loads(payload.decode() if isinstance(payload, bytes) else payload)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise EventParseError("event payload is not JSON") from exc
     if not isinstance(body, dict):
         raise EventParseError("event payload is not a JSON object")
@@ -160,7 +160,7 @@ def _card_action(event: dict[str, Any], event_id: str, app_id: str, token: str) 
     if isinstance(value, str):  # some clients send the value as a JSON string
         try:
             value = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             value = {"value": value}
     context = _dict(event.get("context"))
     form_value = action.get("form_value")

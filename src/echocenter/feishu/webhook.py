@@ -3,11 +3,17 @@
 Only translates: decrypt and authenticate the request, answer url_verification, then hand the event to the
 bridge's one dispatch (messages after answering, card callbacks inside the answer). A bad payload is a 4xx,
 never a 500.
+
+Closed unless the connector turns ``callback_enabled`` on. Card actions (which decide approvals) are
+taken only from signed requests, and a signed request is accepted once: its signature is remembered for the
+timestamp window, in the database, so a replay is refused on every instance. Rejections are logged once per
+connector and reason per interval (with a count), so a flood cannot fill the integration log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import time
 from typing import Annotated, Any
@@ -18,9 +24,10 @@ from fastapi.responses import JSONResponse
 from echocenter.api.deps import RuntimeDep, SessionDep
 from echocenter.connectors.service import get_connector, list_connectors, read_secret
 from echocenter.db.models import FeishuConnector, LogLevel
-from echocenter.errors import EchoCenterError, InvalidRequest, NotAuthenticated, NotFound
+from echocenter.errors import EchoCenterError, InvalidRequest, NotAuthenticated, NotFound, PermissionDenied
 from echocenter.feishu import callback_crypto
 from echocenter.feishu.bridge import FeishuBridge
+from echocenter.feishu.callback_guard import RejectionThrottle, first_sighting
 from echocenter.feishu.events import CardActionEvent, EventParseError, parse_event
 from echocenter.feishu.longconn.client import CARD_TIMEOUT_TOAST
 from echocenter.integration_logs.service import LogAction, record_now
@@ -29,21 +36,40 @@ from echocenter.runtime import Runtime
 router = APIRouter(prefix="/api/integrations/feishu", tags=["feishu callback"])
 
 
-async def _reject(runtime: Runtime, connector_id: int, exc: EchoCenterError) -> EchoCenterError:
-    await record_now(
-        runtime.sessions,
-        connector_id=connector_id,
-        action=LogAction.CALLBACK_REJECTED,
-        level=LogLevel.WARN,
-        status=exc.status_code,
-        reason=exc.message,
-    )
+class CallbackDisabled(PermissionDenied):
+    code = "callback_disabled"
+
+
+def _throttle(request: Request, runtime: Runtime) -> RejectionThrottle:
+    throttle: RejectionThrottle | None = getattr(request.app.state, "callback_rejections", None)
+    if throttle is None:
+        throttle = RejectionThrottle(runtime.settings.feishu_callback_reject_log_seconds)
+        request.app.state.callback_rejections = throttle
+    return throttle
+
+
+async def _reject(
+    request: Request, runtime: Runtime, connector_id: int, exc: EchoCenterError
+) -> EchoCenterError:
+    repeats = _throttle(request, runtime).admit(connector_id, exc.message)
+    if repeats is not None:
+        await record_now(
+            runtime.sessions,
+            connector_id=connector_id,
+            action=LogAction.CALLBACK_REJECTED,
+            level=LogLevel.WARN,
+            status=exc.status_code,
+            reason=exc.message,
+            repeats_not_logged=repeats,
+        )
     return exc
 
 
 def _json(raw: bytes) -> dict[str, Any]:
     try:
         body = json.loads(raw)
+    except RecursionError as exc:  # "[" * 100000: refused before any authentication, never a 500
+        raise InvalidRequest("the body is nested too deeply") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest("the body is not valid JSON") from exc
     if not isinstance(body, dict):
@@ -51,34 +77,38 @@ def _json(raw: bytes) -> dict[str, Any]:
     return body
 
 
-async def _open(request: Request, raw: bytes, connector: FeishuConnector, runtime: Runtime) -> dict[str, Any]:
-    """The plaintext event: signature checked and body decrypted when the connector has an encrypt key."""
+async def _open(
+    request: Request, raw: bytes, connector: FeishuConnector, runtime: Runtime
+) -> tuple[dict[str, Any], str | None]:
+    """The plaintext event and its checked X-Lark-Signature (None: the request was not signed).
+
+    With an encrypt key the body must be encrypted and, but for Feishu's url_verification, signed."""
+
+    async def reject(exc: EchoCenterError) -> EchoCenterError:
+        return await _reject(request, runtime, connector.id, exc)
+
     body = _json(raw)
     encrypt_key = read_secret(runtime.secrets, connector, "encrypt_key")
     if not encrypt_key:
-        return body
+        return body, None
     if not isinstance(body.get("encrypt"), str):
-        raise await _reject(
-            runtime, connector.id, InvalidRequest("an encrypt key is set: the body must be encrypted")
-        )
+        raise await reject(InvalidRequest("an encrypt key is set: the body must be encrypted"))
     try:
         plain = _json(callback_crypto.decrypt(body["encrypt"], encrypt_key))
     except (callback_crypto.CallbackCryptoError, InvalidRequest) as exc:
-        raise await _reject(runtime, connector.id, InvalidRequest(f"cannot decrypt the body: {exc}")) from exc
+        raise await reject(InvalidRequest(f"cannot decrypt the body: {exc}")) from exc
     signature = request.headers.get("x-lark-signature")
     if plain.get("type") == "url_verification" and signature is None:
-        return plain  # Feishu signs events; the challenge is proven by decrypting it
+        return plain, None  # Feishu signs events; the challenge is proven by decrypting it
     timestamp = request.headers.get("x-lark-request-timestamp", "")
     nonce = request.headers.get("x-lark-request-nonce", "")
     if not signature or not timestamp.isdigit():
-        raise await _reject(runtime, connector.id, NotAuthenticated("missing X-Lark-Signature or timestamp"))
+        raise await reject(NotAuthenticated("missing X-Lark-Signature or timestamp"))
     if abs(time.time() - int(timestamp)) > runtime.settings.feishu_callback_max_skew_seconds:
-        raise await _reject(
-            runtime, connector.id, NotAuthenticated("stale X-Lark-Request-Timestamp: replay refused")
-        )
+        raise await reject(NotAuthenticated("stale X-Lark-Request-Timestamp: replay refused"))
     if not callback_crypto.signature_matches(signature, timestamp, nonce, encrypt_key, raw):
-        raise await _reject(runtime, connector.id, NotAuthenticated("X-Lark-Signature does not match"))
-    return plain
+        raise await reject(NotAuthenticated("X-Lark-Signature does not match"))
+    return plain, signature
 
 
 def _token_of(body: dict[str, Any]) -> str:
@@ -87,18 +117,31 @@ def _token_of(body: dict[str, Any]) -> str:
     return token if isinstance(token, str) else ""
 
 
+def _same_token(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())  # constant time: no timing oracle
+
+
 async def _handle(request: Request, connector: FeishuConnector, raw: bytes, runtime: Runtime) -> JSONResponse:
+    async def reject(exc: EchoCenterError) -> EchoCenterError:
+        return await _reject(request, runtime, connector.id, exc)
+
+    if not connector.callback_enabled:
+        raise await reject(
+            CallbackDisabled("the HTTP callback is off for this connector (turn on callback_enabled)")
+        )
     expected = read_secret(runtime.secrets, connector, "verification_token")
     if not expected and connector.encrypt_key_enc is None:
         # Without either, anyone who knows the URL could speak for Feishu: refuse rather than trust.
-        raise await _reject(
-            runtime,
-            connector.id,
-            NotAuthenticated("callback mode needs a verification token or an encrypt key on the connector"),
+        raise await reject(
+            NotAuthenticated("callback mode needs a verification token or an encrypt key on the connector")
         )
-    body = await _open(request, raw, connector, runtime)
-    if expected and _token_of(body) != expected:
-        raise await _reject(runtime, connector.id, NotAuthenticated("verification token does not match"))
+    body, signature = await _open(request, raw, connector, runtime)
+    if expected and not _same_token(_token_of(body), expected):
+        raise await reject(NotAuthenticated("verification token does not match"))
+    if signature is not None:
+        async with runtime.sessions() as session:
+            if not await first_sighting(session, connector_id=connector.id, signature=signature):
+                raise await reject(NotAuthenticated("this signed request was seen before: replay refused"))
     if body.get("type") == "url_verification":
         challenge = body.get("challenge")
         if not isinstance(challenge, str):
@@ -109,8 +152,16 @@ async def _handle(request: Request, connector: FeishuConnector, raw: bytes, runt
     try:
         event = parse_event(body)
     except EventParseError as exc:
-        raise await _reject(runtime, connector.id, InvalidRequest(f"unreadable event: {exc}")) from exc
+        raise await reject(InvalidRequest(f"unreadable event: {exc}")) from exc
     if isinstance(event, CardActionEvent):
+        if signature is None:
+            # The verification token alone is a shared secret anyone on the tenant's side may hold; a click
+            # decides what runs, so it must come signed with the encrypt key.
+            raise await reject(
+                NotAuthenticated(
+                    "card actions over the HTTP callback must be signed: set an encrypt key on the connector"
+                )
+            )
         try:
             answer = await asyncio.wait_for(
                 bridge.dispatch_card(connector.id, body), timeout=runtime.settings.feishu_card_deadline
@@ -144,15 +195,16 @@ async def callback(request: Request, runtime: RuntimeDep, session: SessionDep) -
     await session.close()
     if len(connectors) == 1:
         return await _handle(request, connectors[0], raw, runtime)
-    # Several connectors: find the one whose app the event names (decrypting with each key if need be).
+    # Several connectors: find the one whose app the event names (decrypting with each key if need be),
+    # among those that take callbacks at all.
     body = _json(raw)
-    for connector in connectors:
+    for connector in (c for c in connectors if c.callback_enabled):
         plain = body
         encrypt_key = read_secret(runtime.secrets, connector, "encrypt_key")
         if encrypt_key and isinstance(body.get("encrypt"), str):
             try:
                 plain = json.loads(callback_crypto.decrypt(body["encrypt"], encrypt_key))
-            except (callback_crypto.CallbackCryptoError, ValueError):
+            except (callback_crypto.CallbackCryptoError, ValueError, RecursionError):
                 continue
         header = plain.get("header") if isinstance(plain, dict) else None
         if isinstance(header, dict) and header.get("app_id") == connector.app_id:

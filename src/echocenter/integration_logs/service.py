@@ -41,7 +41,23 @@ class LogAction(StrEnum):
     APPROVAL_RESULT = "approval_result"
     BUTLER_ERROR = "butler_error"
     APPROVAL_REFUSED = "approval_refused"  # a command outside the agent's list: no card
+    COMMAND_REFUSED = "command_refused"
 
+
+# The audit trail: who changed a connector and who decided what. Retention caps these separately from the
+# traffic entries (which anyone can cause, e.g. with bad callbacks), so noise never evicts them.
+AUDIT_ACTIONS = frozenset(
+    {
+        LogAction.CREATE_CONNECTOR,
+        LogAction.UPDATE_CONNECTOR,
+        LogAction.DELETE_CONNECTOR,
+        LogAction.VERIFY_CALLBACK,
+        LogAction.ENABLE_CONNECTOR,
+        LogAction.DISABLE_CONNECTOR,
+        LogAction.WS_AUTH_CARD_DECISION,
+        LogAction.APPROVAL_RESULT,
+    }
+)
 
 # Belt and braces: whatever a caller passes, these keys never reach the log.
 _SECRET_KEYS = frozenset(
@@ -132,17 +148,25 @@ async def page(
 
 
 async def prune(
-    session: AsyncSession, *, max_age: timedelta, max_rows: int, now: datetime | None = None
+    session: AsyncSession,
+    *,
+    max_age: timedelta,
+    max_rows: int,
+    max_audit_rows: int | None = None,
+    now: datetime | None = None,
 ) -> int:
-    """Delete entries older than ``max_age`` and all but the newest ``max_rows``. Returns how many went."""
+    """Delete entries older than ``max_age``, then cap each class: all but the newest ``max_rows`` traffic
+    entries and the newest ``max_audit_rows`` audit entries (default: ``max_rows``). Returns how many went."""
     cutoff = (now or utcnow()) - max_age
     removed = await _delete_where(session, IntegrationLog.created_at < cutoff)
-    # The id of the newest entry beyond the cap; everything at or below it goes.
-    boundary = await session.scalar(
-        select(IntegrationLog.id).order_by(IntegrationLog.id.desc()).offset(max_rows).limit(1)
-    )
-    if boundary is not None:
-        removed += await _delete_where(session, IntegrationLog.id <= boundary)
+    audit = IntegrationLog.action.in_([str(a) for a in AUDIT_ACTIONS])
+    for in_class, cap in ((audit, max_audit_rows or max_rows), (~audit, max_rows)):
+        # The id of the newest entry of the class beyond its cap; it and the older ones of the class go.
+        boundary = await session.scalar(
+            select(IntegrationLog.id).where(in_class).order_by(IntegrationLog.id.desc()).offset(cap).limit(1)
+        )
+        if boundary is not None:
+            removed += await _delete_where(session, in_class & (IntegrationLog.id <= boundary))
     await session.commit()
     return removed
 
