@@ -11,12 +11,27 @@ import uvicorn
 from starlette.types import ASGIApp
 
 
+def _listening_socket(attempts: int = 5) -> socket.socket:
+    """A socket already listening on a free port. With SO_REUSEADDR, bind(0) can pick a port that a busy
+    machine's other sockets still hold, and then listen() fails (EADDRINUSE): take another port then."""
+    for attempt in range(attempts):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(2048)
+            return sock
+        except OSError:
+            sock.close()
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 @asynccontextmanager
 async def serve(app: ASGIApp, *, lifespan: str = "on") -> AsyncIterator[str]:
     """Yield the base URL (http://127.0.0.1:PORT) while the app is being served."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock = _listening_socket()
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, lifespan=lifespan, log_level="warning", ws_ping_interval=None)
     server = uvicorn.Server(config)
