@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -26,6 +28,10 @@ from echocenter.auth.passwords import passwords_for
 from echocenter.butler.brains import Brain, LLMBrain, RuleBrain
 from echocenter.butler.interface import Butler, UnconfiguredButler
 from echocenter.butler.service import ButlerService
+from echocenter.cluster.bus import EventBus, make_bus
+from echocenter.cluster.fleet_lock import once_per_fleet
+from echocenter.cluster.instances import InstanceRegistry
+from echocenter.cluster.presence import PresenceBuffer, online_agents
 from echocenter.connectors import api as connectors_api
 from echocenter.db.engine import make_engine, make_sessionmaker
 from echocenter.db.migrate import upgrade_to_head
@@ -92,13 +98,59 @@ async def _ensure_first_admin(runtime: Runtime) -> None:
         # A fresh development install with no admin configured: make one, and hand its password over in a
         # file only the owner can read (never in the log).
         password = secrets.token_urlsafe(18)
-        await auth_service.ensure_initial_admin(
+        if not await auth_service.ensure_initial_admin(
             session, passwords=runtime.passwords, username="admin", password=password
-        )
+        ):
+            return  # another instance started at the same moment made it (and wrote the file)
         path = settings.data_dir / "initial-admin-password"
         path.touch(mode=0o600)
         path.write_text(password + "\n")
         log_event(log, "initial_admin_created", username="admin", password_file=str(path))
+
+
+@dataclass(frozen=True, slots=True)
+class _Cluster:
+    registry: InstanceRegistry
+    bus: EventBus
+    presence: PresenceBuffer
+    runtime: Runtime
+
+    async def agents_online(self) -> list[str]:
+        timeout = timedelta(seconds=self.runtime.settings.instance_timeout_seconds)
+        async with self.runtime.sessions() as session:
+            return list(await online_agents(session, timeout=timeout))
+
+    async def leave(self) -> None:
+        """A clean stop: this instance's agents and connections drop out of the shared view at once."""
+        await self.bus.stop()
+        with contextlib.suppress(Exception):
+            await self.presence.forget_mine()
+            await self.registry.leave()
+
+
+async def _join_cluster(runtime: Runtime, tasks: BackgroundTasks) -> _Cluster:
+    """Heartbeat, event bus and agent presence (README "Running several instances")."""
+    settings = runtime.settings
+    instance_id = settings.resolved_instance_id
+    registry = InstanceRegistry(
+        runtime.sessions, instance_id=instance_id, timeout=settings.instance_timeout_seconds
+    )
+    await registry.beat()
+    presence = PresenceBuffer(
+        runtime.sessions, instance_id=instance_id, flush_seconds=settings.presence_flush_seconds
+    )
+    await presence.forget_mine()
+    bus = make_bus(
+        instance_id,
+        engine=runtime.engine,
+        url=settings.resolved_database_url,
+        schema=settings.database_schema,
+    )
+    await bus.start()
+    tasks.start("instance-heartbeat", _every(settings.instance_heartbeat_seconds, registry.beat))
+    tasks.start("agent-presence", presence.run())
+    log_event(log, "instance_joined", instance_id=instance_id, bus=type(bus).__name__)
+    return _Cluster(registry, bus, presence, runtime)
 
 
 def make_brain(settings: Settings) -> Brain:
@@ -134,10 +186,13 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
         await _ensure_first_admin(runtime)
 
         tasks = BackgroundTasks()
-        agents = AgentHub()
-        bridge = FeishuBridge(runtime, butler=butler or UnconfiguredButler())
+        cluster = await _join_cluster(runtime, tasks)
+        agents = AgentHub(cluster.presence, roster=cluster.agents_online)
+        bridge = FeishuBridge(runtime, butler=butler or UnconfiguredButler(), bus=cluster.bus)
         outbound = Outbound(runtime.sessions, bridge)
-        workflow = ApprovalWorkflow(runtime, outbound=outbound, hub=agents, spawn=tasks.start)
+        workflow = ApprovalWorkflow(
+            runtime, outbound=outbound, hub=agents, spawn=tasks.start, bus=cluster.bus
+        )
         bridge.card_handler = workflow.on_card_click
         if butler is None:
             bridge.butler = ButlerService(
@@ -152,6 +207,11 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
         app.state.outbound = outbound
 
         async def prune() -> None:
+            async with once_per_fleet(engine, "retention", schema=settings.database_schema) as mine:
+                if mine:
+                    await _prune()
+
+        async def _prune() -> None:
             async with runtime.sessions() as session:
                 removed = await logs.prune(
                     session,
@@ -168,10 +228,13 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
         tasks.start("retention", _every(settings.log_retention_sweep_seconds, prune))
 
         async def sweep() -> None:
-            await workflow.sweep_expired()
-            await workflow.recover_interrupted()
+            async with once_per_fleet(engine, "approval-sweep", schema=settings.database_schema) as mine:
+                if mine:
+                    await workflow.sweep_expired()
+                    await workflow.recover_interrupted()
 
         tasks.start("approval-expiry", _every(settings.approval_sweep_seconds, sweep))
+        tasks.start("connector-reconcile", _every(settings.connector_reconcile_seconds, bridge.reconcile))
         app.state.tasks = tasks
         await bridge.start()
         log_event(
@@ -182,6 +245,7 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
         finally:
             await bridge.stop()
             await tasks.stop()
+            await cluster.leave()
             await http.aclose()
             await engine.dispose()
 

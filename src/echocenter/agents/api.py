@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import time
+from collections.abc import Collection
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, WebSocket, status
@@ -14,13 +15,13 @@ from echocenter.agents import service
 from echocenter.agents.hub import AgentHub
 from echocenter.agents.schemas import AgentCreate, AgentCreated, AgentOut
 from echocenter.api.deps import CurrentAdmin, SessionDep
+from echocenter.cluster.presence import online_agents
 from echocenter.db.models import Agent
 from echocenter.logging_setup import log_event
 from echocenter.runtime import Runtime
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/agents", tags=["agents"])
-SEEN_WRITE_INTERVAL = 5.0
 
 
 def _hub(request: Request) -> AgentHub:
@@ -28,11 +29,11 @@ def _hub(request: Request) -> AgentHub:
     return hub
 
 
-def _out(agent: Agent, hub: AgentHub) -> AgentOut:
+def _out(agent: Agent, hub: AgentHub, elsewhere: Collection[str] = ()) -> AgentOut:
     return AgentOut(
         id=agent.id,
         name=agent.name,
-        online=agent.revoked_at is None and hub.is_online(agent.name),
+        online=agent.revoked_at is None and (hub.is_online(agent.name) or agent.name in elsewhere),
         created_at=agent.created_at,
         revoked_at=agent.revoked_at,
         last_seen_at=agent.last_seen_at,
@@ -53,7 +54,9 @@ async def register(body: AgentCreate, _: CurrentAdmin, session: SessionDep, requ
 @router.get("", response_model=list[AgentOut], summary="Agents with their online state")
 async def list_agents(_: CurrentAdmin, session: SessionDep, request: Request) -> list[AgentOut]:
     hub = _hub(request)
-    return [_out(a, hub) for a in await service.list_agents(session)]
+    timeout = timedelta(seconds=request.app.state.runtime.settings.instance_timeout_seconds)
+    anywhere = await online_agents(session, timeout=timeout)  # the shared view: held by any live instance
+    return [_out(a, hub, anywhere) for a in await service.list_agents(session)]
 
 
 @router.delete("/{agent_id}", response_model=AgentOut, summary="Revoke an agent (its connection is closed)")
@@ -106,7 +109,6 @@ async def agent_socket(websocket: WebSocket) -> None:
     await websocket.accept()
     link = _Link(websocket)
     await hub.attach(agent.name, agent.id, link)
-    last_write = 0.0
     try:
         while True:
             raw = await websocket.receive_text()
@@ -118,10 +120,7 @@ async def agent_socket(websocket: WebSocket) -> None:
                 continue
             if message.get("type") == "result":
                 hub.take_result(agent.name, message)
-            if time.monotonic() - last_write > SEEN_WRITE_INTERVAL:  # heartbeats and results both count
-                last_write = time.monotonic()
-                async with runtime.sessions() as session:
-                    await service.seen(session, agent.id)
+            hub.heartbeat(agent.name)  # heartbeats and results both count; buffered, never awaited here
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:

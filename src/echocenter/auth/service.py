@@ -80,10 +80,16 @@ async def create_user(
 async def ensure_initial_admin(
     session: AsyncSession, *, passwords: Passwords, username: str, password: str
 ) -> bool:
-    """Create the configured first admin unless that username exists. True when it was created."""
+    """Create the configured first admin unless that username exists. True when it was created.
+
+    Race-free: instances started together all try, the unique username lets one win, the others move on.
+    """
     if await session.scalar(select(User.id).where(User.username == username)) is not None:
         return False
-    await create_user(session, passwords=passwords, username=username, password=password, role=Role.ADMIN)
+    try:
+        await create_user(session, passwords=passwords, username=username, password=password, role=Role.ADMIN)
+    except Conflict:
+        return False  # another instance created it between the check and the insert
     return True
 
 

@@ -40,6 +40,7 @@ class LogAction(StrEnum):
     WS_AUTH_CARD_DECISION = "ws_auth_card_decision"
     APPROVAL_RESULT = "approval_result"
     BUTLER_ERROR = "butler_error"
+    UNKNOWN_CONNECTOR = "unknown_connector"  # an event for a connector that does not exist (any more)
 
 
 # Belt and braces: whatever a caller passes, these keys never reach the log.
