@@ -30,7 +30,7 @@ from echocenter.butler.interface import Butler, UnconfiguredButler
 from echocenter.butler.service import ButlerService
 from echocenter.cluster.bus import EventBus, make_bus
 from echocenter.cluster.fleet_lock import once_per_fleet
-from echocenter.cluster.instances import InstanceRegistry
+from echocenter.cluster.instances import InstanceRegistry, prune_departed
 from echocenter.cluster.presence import PresenceBuffer, online_agents
 from echocenter.connectors import api as connectors_api
 from echocenter.db.engine import make_engine, make_sessionmaker
@@ -47,6 +47,7 @@ from echocenter.secretbox import SecretBox
 from echocenter.settings import Environment, Settings
 
 log = logging.getLogger(__name__)
+DEPARTED_INSTANCE_RETENTION = timedelta(days=1)
 
 
 class BackgroundTasks:
@@ -123,8 +124,7 @@ class _Cluster:
     async def leave(self) -> None:
         """A clean stop: this instance's agents and connections drop out of the shared view at once."""
         await self.bus.stop()
-        with contextlib.suppress(Exception):
-            await self.presence.forget_mine()
+        with contextlib.suppress(Exception):  # the database may be gone: then the timeout does it
             await self.registry.leave()
 
 
@@ -222,6 +222,7 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
                     session, max_age=timedelta(days=settings.dedup_retention_days)
                 )
                 await auth_service.prune_login_attempts(session)
+                await prune_departed(session, older_than=DEPARTED_INSTANCE_RETENTION)
             if removed or forgotten:
                 log_event(log, "retention_pruned", integration_logs=removed, seen_messages=forgotten)
 

@@ -143,7 +143,9 @@ class PostgresBus(EventBus):
         delay, first = 0.2, True
         while True:
             try:
-                conn = await asyncpg.connect(self._dsn)
+                conn = await asyncpg.connect(
+                    self._dsn, server_settings={"application_name": f"echocenter-bus {self.instance_id}"[:63]}
+                )
             except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
                 log_event(log, "bus_listener_unavailable", level=logging.WARNING, error=type(exc).__name__)
                 await asyncio.sleep(delay)
@@ -167,10 +169,14 @@ class PostgresBus(EventBus):
 
     @staticmethod
     async def _until_lost(conn: asyncpg.Connection[asyncpg.Record]) -> None:
-        # A dead TCP peer is not always reported: ask the server something now and then.
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _conn: lost.set())
         while not conn.is_closed():
-            await asyncio.sleep(LIVENESS_CHECK_SECONDS)
-            await asyncio.wait_for(conn.fetchval("SELECT 1"), LIVENESS_CHECK_SECONDS)
+            try:
+                await asyncio.wait_for(lost.wait(), LIVENESS_CHECK_SECONDS)
+            except TimeoutError:
+                # A dead TCP peer is not always reported: ask the server something now and then.
+                await asyncio.wait_for(conn.fetchval("SELECT 1"), LIVENESS_CHECK_SECONDS)
 
 
 def make_bus(instance_id: str, *, engine: AsyncEngine, url: str, schema: str) -> EventBus:

@@ -8,7 +8,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from echocenter.cluster.upsert import upsert
-from echocenter.db.models import Instance
+from echocenter.db.models import AgentPresence, ConnectorInstanceStatus, Instance
 from echocenter.db.types import utcnow
 
 
@@ -34,11 +34,30 @@ class InstanceRegistry:
             await session.commit()
 
     async def leave(self) -> None:
+        """A clean stop: out of every count at once (a crash drops out after the timeout instead)."""
         async with self._sessions() as session:
-            await session.execute(delete(Instance).where(Instance.instance_id == self.instance_id))
+            await _forget(session, [self.instance_id])
             await session.commit()
 
 
 async def live_instances(session: AsyncSession, *, timeout: timedelta) -> list[str]:
     query = select(Instance.instance_id).where(Instance.heartbeat_at > utcnow() - timeout)
     return sorted(await session.scalars(query.order_by(Instance.instance_id)))
+
+
+async def prune_departed(session: AsyncSession, *, older_than: timedelta) -> int:
+    """Forget instances silent this long, with their rows (instance ids change when INSTANCE_ID is unset)."""
+    gone = list(
+        await session.scalars(
+            select(Instance.instance_id).where(Instance.heartbeat_at < utcnow() - older_than)
+        )
+    )
+    if gone:
+        await _forget(session, gone)
+        await session.commit()
+    return len(gone)
+
+
+async def _forget(session: AsyncSession, instance_ids: list[str]) -> None:
+    for model in (ConnectorInstanceStatus, AgentPresence, Instance):
+        await session.execute(delete(model).where(model.instance_id.in_(instance_ids)))
