@@ -12,8 +12,8 @@ from tests.support.waiting import eventually
 CLI_DEADLINE = 30.0
 
 
-async def _agent_run(*args: str) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
+async def _start_agent(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "echocenter",
@@ -25,6 +25,10 @@ async def _agent_run(*args: str) -> tuple[int, str]:
         stderr=asyncio.subprocess.STDOUT,
         stdin=asyncio.subprocess.DEVNULL,
     )
+
+
+async def _agent_run(*args: str) -> tuple[int, str]:
+    process = await _start_agent(*args)
     try:
         out, _ = await asyncio.wait_for(process.communicate(), CLI_DEADLINE)
     except TimeoutError:
@@ -49,20 +53,7 @@ async def test_a_refused_token_stops_the_agent_with_a_message(server: Server) ->
 async def test_the_service_base_url_is_enough_to_connect(server: Server) -> None:
     created = await server.client.post("/api/agents", json={"name": "base-url-agent"})
     token = created.json()["token"]
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "echocenter",
-        "agent",
-        "run",
-        "--url",
-        server.url,  # http://127.0.0.1:PORT
-        "--token",
-        token,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-        stdin=asyncio.subprocess.DEVNULL,
-    )
+    process = await _start_agent("--url", server.url, "--token", token)  # server.url: http://127.0.0.1:PORT
     try:
 
         async def online() -> bool:
@@ -72,4 +63,4 @@ async def test_the_service_base_url_is_enough_to_connect(server: Server) -> None
         await eventually(online, timeout=20)
     finally:
         process.kill()
-        await process.wait()
+        await process.communicate()
