@@ -10,11 +10,13 @@ import random
 import signal
 from typing import Any
 
+import asyncpg
 import httpx
 
 from echocenter.agents.example import run_agent
 from tests.conftest import ADMIN_USER
 from tests.multi.conftest import Cluster, Instance
+from tests.support.databases import POSTGRES_URL
 from tests.support.emulator import APP_ID
 from tests.support.waiting import eventually
 
@@ -61,6 +63,40 @@ async def test_connector_changes_reach_every_instance(cluster: Cluster) -> None:
     await eventually(none_left, timeout=3)
     for instance in cluster.instances:
         assert (await instance.api.get(f"/api/integrations/feishu/{connector_id}")).status_code == 404
+
+
+async def _pg(cluster: Cluster) -> asyncpg.Connection:
+    return await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": cluster.database.schema})
+
+
+async def _approved_behind_the_bus(cluster: Cluster, *, agent: str, command: str) -> int:
+    """An APPROVED row whose directive notice never went out (as if lost on the way)."""
+    conn = await _pg(cluster)
+    try:
+        approval_id: int = await conn.fetchval(
+            "INSERT INTO approvals (status, agent_name, command, reason, request_id, requested_by_open_id,"
+            " requested_by_name, chat_id, source_message_id, created_at, expires_at, decided_at, decided_by)"
+            " VALUES ('APPROVED', $1, $2, '', $3, '', '', '', '',"
+            " now(), now() + interval '10 minutes', now(), 'admin:test') RETURNING id",
+            agent,
+            command,
+            "missed-" + os.urandom(6).hex(),
+        )
+        return approval_id
+    finally:
+        await conn.close()
+
+
+async def _drop_bus_listener(cluster: Cluster, instance: Instance) -> None:
+    conn = await _pg(cluster)
+    try:
+        dropped = await conn.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+            f"echocenter-bus {instance.id}",
+        )
+        assert dropped == 1
+    finally:
+        await conn.close()
 
 
 async def _approvals(instance: Instance, **params: Any) -> list[dict[str, Any]]:
@@ -119,9 +155,9 @@ async def test_commands_approved_on_any_instance_run_on_the_agent_another_instan
                 {"chat_id": "oc_ops", "sender": "ou_alice", "text": "run worker whoami", "mention_bot": True},
             )
 
-        async def ten_pending() -> list[dict[str, Any]] | None:
+        async def ten_pending() -> list[dict[str, Any]]:
             pending = [a for a in await _approvals(cluster[0], status="PENDING") if a["card_message_id"]]
-            return pending if len(pending) == 10 else None
+            return pending if len(pending) == 10 else []
 
         pending = await eventually(ten_pending, timeout=15)
         # Approved on the instances that do not hold the agent: half by card click (delivered to a random
@@ -143,14 +179,25 @@ async def test_commands_approved_on_any_instance_run_on_the_agent_another_instan
                     },
                 )
 
-        async def all_finished() -> list[dict[str, Any]] | None:
+        async def all_finished() -> list[dict[str, Any]]:
             done = await _approvals(random.choice(cluster.instances))
             finished = [a for a in done if a["status"] in ("EXECUTED", "FAILED")]
-            return done if len(finished) == 10 else None
+            return done if len(finished) == 10 else []
 
         done = await eventually(all_finished, timeout=20)
         assert [a["status"] for a in done] == ["EXECUTED"] * 10, [a["output"] for a in done]
         assert all(a["output"].strip() for a in done)
+
+        # A notice lost while the holder's listener was down: the approved row waits for nobody, until the
+        # listener is back and the holder looks for what it missed.
+        missed_id = await _approved_behind_the_bus(cluster, agent="worker", command="whoami")
+        await _drop_bus_listener(cluster, holder)
+
+        async def missed_ran() -> bool:
+            approval = (await cluster[0].api.get(f"/api/approvals/{missed_id}")).json()
+            return bool(approval["status"] == "EXECUTED")
+
+        await eventually(missed_ran, timeout=10)
 
         # The holder dies without a word: after the heartbeat timeout its agent is offline everywhere else.
         os.kill(holder.service.process.pid, signal.SIGKILL)

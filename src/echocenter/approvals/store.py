@@ -172,3 +172,13 @@ async def claim_dispatch(session: AsyncSession, *, approval_id: int, instance_id
     )
     await session.commit()
     return bool(getattr(result, "rowcount", 0))
+
+
+async def undispatched(session: AsyncSession, *, agent_names: list[str]) -> list[int]:
+    """Approved commands for these agents that no instance has taken to its agent yet."""
+    query = select(Approval.id).where(
+        Approval.status == ApprovalStatus.APPROVED.value,
+        Approval.dispatched_to.is_(None),
+        Approval.agent_name.in_(agent_names),
+    )
+    return list(await session.scalars(query.order_by(Approval.id)))

@@ -46,6 +46,7 @@ class ApprovalWorkflow:
         self._runtime = runtime
         self._bus = bus or InProcessBus(runtime.settings.resolved_instance_id)
         self._bus.subscribe("directive", self._on_directive)
+        self._bus.on_resync(self.run_missed_directives)
         self._sessions = runtime.sessions
         self._settings = runtime.settings
         self._outbound = outbound
@@ -208,6 +209,17 @@ class ApprovalWorkflow:
     async def _on_directive(self, payload: dict[str, Any]) -> None:
         approval_id = payload.get("approval_id")
         if isinstance(approval_id, int):
+            await self.execute_here(approval_id)
+
+    async def run_missed_directives(self) -> None:
+        """After this instance's listener was down: approved commands for agents held here that nobody
+        took (their notice may have been lost) run now; the claim keeps a late notice from running twice."""
+        held = self._hub.online()
+        if not held:
+            return
+        async with self._sessions() as session:
+            ids = await store.undispatched(session, agent_names=held)
+        for approval_id in ids:
             await self.execute_here(approval_id)
 
     async def execute_here(self, approval_id: int) -> None:
