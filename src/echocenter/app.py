@@ -188,6 +188,12 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
         tasks = BackgroundTasks()
         cluster = await _join_cluster(runtime, tasks)
         agents = AgentHub(cluster.presence, roster=cluster.agents_online)
+
+        async def disconnect_agent(notice: dict[str, Any]) -> None:  # revoked or re-keyed on any instance
+            await agents.disconnect(str(notice.get("name")))
+
+        cluster.bus.subscribe(agents_api.AGENT_DISCONNECT, disconnect_agent)
+        app.state.bus = cluster.bus
         bridge = FeishuBridge(runtime, butler=butler or UnconfiguredButler(), bus=cluster.bus)
         outbound = Outbound(runtime.sessions, bridge)
         workflow = ApprovalWorkflow(

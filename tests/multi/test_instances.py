@@ -12,8 +12,9 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 
-from echocenter.agents.example import run_agent
+from echocenter.agents.example import AgentStop, run_agent
 from tests.conftest import ADMIN_USER
 from tests.multi.conftest import Cluster, Instance
 from tests.support.databases import POSTGRES_URL
@@ -30,7 +31,7 @@ async def test_three_instances_started_together_on_an_empty_database_all_come_up
         assert "already exists" not in instance.service.log_tail(100_000)
 
 
-async def test_connector_changes_reach_every_instance(cluster: Cluster) -> None:
+async def test_changes_made_on_one_instance_reach_every_instance(cluster: Cluster) -> None:
     first = cluster[0]
     connector_id = await cluster.create_connector(first)
     body = await cluster.wait_connected_everywhere(connector_id)
@@ -63,6 +64,20 @@ async def test_connector_changes_reach_every_instance(cluster: Cluster) -> None:
     await eventually(none_left, timeout=3)
     for instance in cluster.instances:
         assert (await instance.api.get(f"/api/integrations/feishu/{connector_id}")).status_code == 404
+
+    # An agent held by instance 2 and revoked through instance 1: its socket closes, and it is refused.
+    registered = (await first.api.post("/api/agents", json={"name": "revokee"})).json()
+    agent = asyncio.create_task(
+        run_agent(cluster[1].service.url, registered["token"], allowed=frozenset({"whoami"}), heartbeat=0.5)
+    )
+
+    async def online() -> bool:
+        return bool((await cluster[2].api.get("/api/agents")).json()[0]["online"])
+
+    await eventually(online, timeout=5)
+    assert (await first.api.delete(f"/api/agents/{registered['id']}")).status_code == 200
+    with pytest.raises(AgentStop, match="refused"):
+        await asyncio.wait_for(agent, 10)
 
 
 async def _pg(cluster: Cluster) -> asyncpg.Connection:

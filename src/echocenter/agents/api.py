@@ -15,6 +15,7 @@ from echocenter.agents import service
 from echocenter.agents.hub import AgentHub
 from echocenter.agents.schemas import AgentCreate, AgentCreated, AgentOut
 from echocenter.api.deps import CurrentAdmin, SessionDep
+from echocenter.cluster.bus import EventBus
 from echocenter.cluster.presence import online_agents
 from echocenter.db.models import Agent
 from echocenter.logging_setup import log_event
@@ -22,6 +23,7 @@ from echocenter.runtime import Runtime
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/agents", tags=["agents"])
+AGENT_DISCONNECT = "agent_disconnect"  # bus notice: {"kind": "agent_disconnect", "name": …}
 
 
 def _hub(request: Request) -> AgentHub:
@@ -38,6 +40,13 @@ def _out(agent: Agent, hub: AgentHub, elsewhere: Collection[str] = ()) -> AgentO
         revoked_at=agent.revoked_at,
         last_seen_at=agent.last_seen_at,
     )
+
+
+async def _disconnect_everywhere(request: Request, name: str) -> None:
+    """Close the agent's socket here, and tell the other instances (one of them may hold it)."""
+    await _hub(request).disconnect(name)
+    bus: EventBus = request.app.state.bus
+    await bus.publish(AGENT_DISCONNECT, name=name)
 
 
 @router.post(
@@ -64,9 +73,8 @@ async def revoke(
     agent_id: Annotated[int, Path(ge=1, le=2**31 - 1)], _: CurrentAdmin, session: SessionDep, request: Request
 ) -> AgentOut:
     agent = await service.revoke(session, agent_id)
-    hub = _hub(request)
-    await hub.disconnect(agent.name)
-    return _out(agent, hub)
+    await _disconnect_everywhere(request, agent.name)
+    return _out(agent, _hub(request))
 
 
 @router.post("/{agent_id}/token", response_model=AgentCreated, summary="Issue a new token (shown once)")
@@ -74,9 +82,8 @@ async def rotate_token(
     agent_id: Annotated[int, Path(ge=1, le=2**31 - 1)], _: CurrentAdmin, session: SessionDep, request: Request
 ) -> AgentCreated:
     agent, token = await service.rotate_token(session, agent_id)
-    hub = _hub(request)
-    await hub.disconnect(agent.name)  # whoever holds the old token is out
-    return AgentCreated(**_out(agent, hub).model_dump(), token=token)
+    await _disconnect_everywhere(request, agent.name)  # whoever holds the old token is out
+    return AgentCreated(**_out(agent, _hub(request)).model_dump(), token=token)
 
 
 def _token(websocket: WebSocket) -> str:

@@ -47,10 +47,14 @@ class EventBus:
         self._resync.append(handler)
 
     async def publish(self, kind: str, *, to: str | None = None, **fields: Any) -> None:
+        """Never raises: a notice that cannot go out is logged; the slow reconciles catch up later."""
         payload: dict[str, Any] = {"kind": kind, **fields}
         if to is not None:
             payload["to"] = to
-        await self._send(json.dumps(payload, separators=(",", ":")))
+        try:
+            await self._send(json.dumps(payload, separators=(",", ":")))
+        except Exception as exc:
+            log_event(log, "bus_publish_failed", level=logging.WARNING, kind=kind, error=type(exc).__name__)
 
     async def start(self) -> None:
         return None
