@@ -4,7 +4,9 @@ credentials read again from the database when Feishu refuses them."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from sqlalchemy import text
 
 from echocenter.db.engine import make_engine
 from echocenter.feishu.openapi import FeishuError, OpenApiClient
+from echocenter.secretbox import SecretBox
 from tests.conftest import Server
 from tests.e2e.conftest import Stack, create_verified_connector, e2e_settings, serve_echocenter
 from tests.support.databases import Database
@@ -65,13 +68,28 @@ async def test_an_event_for_a_deleted_connector_is_logged_and_its_connection_clo
     await eventually(closed, timeout=3)
 
 
+@asynccontextmanager
+async def connected_stack(
+    database: Database, tmp_path: Path, emu: RunningEmulator, **overrides: Any
+) -> AsyncIterator[Stack]:
+    butler = RecordingButler()
+    async with serve_echocenter(e2e_settings(database, tmp_path, emu.url, **overrides), butler) as server:
+        connector_id = await create_verified_connector(server)
+        stack = Stack(server, emu, butler, connector_id)
+        await stack.wait_connected()
+        yield stack
+
+
 @pytest.fixture
 async def quick_reconcile(database: Database, tmp_path: Path, emu: RunningEmulator) -> AsyncIterator[Stack]:
-    settings = e2e_settings(database, tmp_path, emu.url, connector_reconcile_seconds=0.5)
-    async with serve_echocenter(settings, RecordingButler()) as server:
-        connector_id = await create_verified_connector(server)
-        stack = Stack(server, emu, RecordingButler(), connector_id)
-        await stack.wait_connected()
+    async with connected_stack(database, tmp_path, emu, connector_reconcile_seconds=0.5) as stack:
+        yield stack
+
+
+@pytest.fixture
+async def slow_retries(database: Database, tmp_path: Path, emu: RunningEmulator) -> AsyncIterator[Stack]:
+    """A refused connection waits 30 s here: only reloading the credentials brings it back sooner."""
+    async with connected_stack(database, tmp_path, emu, feishu_ws_backoff_cap=30) as stack:
         yield stack
 
 
@@ -84,6 +102,28 @@ async def test_a_change_nobody_announced_is_caught_by_the_slow_reconcile(quick_r
         return await _connections(stack.emu) == 0
 
     await eventually(closed, timeout=5)
+
+
+async def test_a_refused_discovery_reloads_the_credentials_from_the_database(slow_retries: Stack) -> None:
+    stack = slow_retries
+    # Rotated at Feishu and stored by another instance whose notice never arrived (no updated_at either).
+    rotated = "rotated-" + os.urandom(8).hex()
+    stack.emu.world.apps[APP_ID].app_secret = rotated
+    sealed = SecretBox(stack.server.settings.secrets_key).encrypt(rotated)
+    await _sql(
+        stack.server,
+        "UPDATE feishu_connectors SET app_secret_enc = :sealed WHERE id = :id",
+        sealed=sealed,
+        id=stack.connector_id,
+    )
+    await stack.emu.emulator.hub.drop_all()  # reconnecting with the old secret: discovery refuses it
+
+    async def back() -> bool:
+        return await _connections(stack.emu) == 1
+
+    await eventually(back, timeout=8)
+    refused = [e for e in await stack.logs(action="ws_client_error") if e["detail"].get("fatal")]
+    assert refused, "the old secret was never refused: the test proves nothing"
 
 
 async def test_a_refused_secret_is_read_again_from_the_database(emu: RunningEmulator) -> None:
