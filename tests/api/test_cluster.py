@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from echocenter.db.engine import make_engine, make_sessionmaker
 from echocenter.db.migrate import upgrade_to_head
 from echocenter.db.models import Agent
 from echocenter.db.types import utcnow
-from tests.support.databases import Database
+from tests.support.databases import Database, fresh_database
 from tests.support.waiting import eventually
 
 
@@ -158,9 +159,17 @@ async def test_notices_reach_the_instance_they_are_for(engine: AsyncEngine, data
         await mine.stop()
 
 
-async def test_the_postgres_listener_comes_back_and_resyncs(engine: AsyncEngine, database: Database) -> None:
-    if database.backend != "postgresql":
-        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+@pytest.fixture
+async def postgres(tmp_path: Path) -> AsyncIterator[tuple[AsyncEngine, Database]]:
+    async with fresh_database("postgresql", tmp_path) as database:
+        engine = make_engine(database.url, schema=database.schema)
+        await upgrade_to_head(engine)
+        yield engine, database
+        await engine.dispose()
+
+
+async def test_the_postgres_listener_comes_back_and_resyncs(postgres: tuple[AsyncEngine, Database]) -> None:
+    engine, database = postgres  # LISTEN/NOTIFY is PostgreSQL's
     bus = make_bus("inst-r", engine=engine, url=database.url, schema=database.schema)
     assert isinstance(bus, PostgresBus)
     received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
