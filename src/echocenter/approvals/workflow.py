@@ -220,7 +220,7 @@ class ApprovalWorkflow:
         async with self._sessions() as session:
             ids = await store.undispatched(session, agent_names=held)
         for approval_id in ids:
-            await self.execute_here(approval_id)
+            self._spawn(f"execute-approval-{approval_id}", self.execute_here(approval_id))
 
     async def execute_here(self, approval_id: int) -> None:
         async with self._sessions() as session:
