@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -28,10 +26,9 @@ from echocenter.auth.passwords import passwords_for
 from echocenter.butler.brains import Brain, LLMBrain, RuleBrain
 from echocenter.butler.interface import Butler, UnconfiguredButler
 from echocenter.butler.service import ButlerService
-from echocenter.cluster.bus import EventBus, make_bus
 from echocenter.cluster.fleet_lock import once_per_fleet
-from echocenter.cluster.instances import InstanceRegistry, prune_departed
-from echocenter.cluster.presence import PresenceBuffer, online_agents
+from echocenter.cluster.instances import prune_departed
+from echocenter.cluster.node import ClusterNode
 from echocenter.connectors import api as connectors_api
 from echocenter.db.engine import make_engine, make_sessionmaker
 from echocenter.db.migrate import upgrade_to_head
@@ -109,50 +106,6 @@ async def _ensure_first_admin(runtime: Runtime) -> None:
         log_event(log, "initial_admin_created", username="admin", password_file=str(path))
 
 
-@dataclass(frozen=True, slots=True)
-class _Cluster:
-    registry: InstanceRegistry
-    bus: EventBus
-    presence: PresenceBuffer
-    runtime: Runtime
-
-    async def agents_online(self) -> list[str]:
-        timeout = timedelta(seconds=self.runtime.settings.instance_timeout_seconds)
-        async with self.runtime.sessions() as session:
-            return list(await online_agents(session, timeout=timeout))
-
-    async def leave(self) -> None:
-        """A clean stop: this instance's agents and connections drop out of the shared view at once."""
-        await self.bus.stop()
-        with contextlib.suppress(Exception):  # the database may be gone: then the timeout does it
-            await self.registry.leave()
-
-
-async def _join_cluster(runtime: Runtime, tasks: BackgroundTasks) -> _Cluster:
-    """Heartbeat, event bus and agent presence (README "Running several instances")."""
-    settings = runtime.settings
-    instance_id = settings.resolved_instance_id
-    registry = InstanceRegistry(
-        runtime.sessions, instance_id=instance_id, timeout=settings.instance_timeout_seconds
-    )
-    await registry.beat()
-    presence = PresenceBuffer(
-        runtime.sessions, instance_id=instance_id, flush_seconds=settings.presence_flush_seconds
-    )
-    await presence.forget_mine()
-    bus = make_bus(
-        instance_id,
-        engine=runtime.engine,
-        url=settings.resolved_database_url,
-        schema=settings.database_schema,
-    )
-    await bus.start()
-    tasks.start("instance-heartbeat", _every(settings.instance_heartbeat_seconds, registry.beat))
-    tasks.start("agent-presence", presence.run())
-    log_event(log, "instance_joined", instance_id=instance_id, bus=type(bus).__name__)
-    return _Cluster(registry, bus, presence, runtime)
-
-
 def make_brain(settings: Settings) -> Brain:
     if settings.butler_base_url and settings.butler_api_token and settings.butler_model:
         return LLMBrain(
@@ -186,7 +139,7 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
         await _ensure_first_admin(runtime)
 
         tasks = BackgroundTasks()
-        cluster = await _join_cluster(runtime, tasks)
+        cluster = await ClusterNode.join(runtime, start=tasks.start)
         agents = AgentHub(cluster.presence, roster=cluster.agents_online)
 
         async def disconnect_agent(notice: dict[str, Any]) -> None:  # revoked or re-keyed on any instance

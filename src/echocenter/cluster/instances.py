@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import timedelta
 
 from sqlalchemy import delete, select
@@ -10,6 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from echocenter.cluster.upsert import upsert
 from echocenter.db.models import AgentPresence, ConnectorInstanceStatus, Instance
 from echocenter.db.types import utcnow
+from echocenter.logging_setup import log_event
+
+log = logging.getLogger(__name__)
 
 
 class InstanceRegistry:
@@ -32,6 +37,15 @@ class InstanceRegistry:
                 update=["started_at", "heartbeat_at"],
             )
             await session.commit()
+
+    async def run(self, interval: float) -> None:
+        """Beat until cancelled; a missed beat (the database away) is logged and tried again."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.beat()
+            except Exception as exc:
+                log_event(log, "instance_heartbeat_failed", level=logging.WARNING, error=type(exc).__name__)
 
     async def leave(self) -> None:
         """A clean stop: out of every count at once (a crash drops out after the timeout instead)."""
