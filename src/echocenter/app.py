@@ -26,6 +26,9 @@ from echocenter.auth.passwords import Passwords
 from echocenter.butler.brains import Brain, LLMBrain, RuleBrain
 from echocenter.butler.interface import Butler, UnconfiguredButler
 from echocenter.butler.service import ButlerService
+from echocenter.cluster.fleet_lock import once_per_fleet
+from echocenter.cluster.instances import prune_departed
+from echocenter.cluster.node import ClusterNode
 from echocenter.connectors import api as connectors_api
 from echocenter.db.engine import make_engine, make_sessionmaker
 from echocenter.db.migrate import upgrade_to_head
@@ -43,6 +46,7 @@ from echocenter.secretbox import SecretBox
 from echocenter.settings import Environment, Settings
 
 log = logging.getLogger(__name__)
+DEPARTED_INSTANCE_RETENTION = timedelta(days=1)
 
 INITIAL_ADMIN_PASSWORD_FILE = "initial-admin-password"
 
@@ -96,9 +100,10 @@ async def _ensure_first_admin(runtime: Runtime) -> None:
         # A fresh development install with no admin configured: make one, and hand its password over in a
         # file only the owner can read (never in the log).
         password = secrets.token_urlsafe(18)
-        await auth_service.ensure_initial_admin(
+        if not await auth_service.ensure_initial_admin(
             session, passwords=runtime.passwords, username="admin", password=password
-        )
+        ):
+            return  # another instance started at the same moment made it (and wrote the file)
         path = settings.data_dir / INITIAL_ADMIN_PASSWORD_FILE
         write_private(path, password + "\n")
         log_event(log, "initial_admin_created", username="admin", password_file=str(path))
@@ -140,10 +145,19 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
         await _ensure_first_admin(runtime)
 
         tasks = BackgroundTasks()
-        agents = AgentHub()
-        bridge = FeishuBridge(runtime, butler=butler or UnconfiguredButler())
+        cluster = await ClusterNode.join(runtime, start=tasks.start)
+        agents = AgentHub(cluster.presence, roster=cluster.agents_online)
+
+        async def disconnect_agent(notice: dict[str, Any]) -> None:  # revoked or re-keyed on any instance
+            await agents.disconnect(str(notice.get("name")))
+
+        cluster.bus.subscribe(agents_api.AGENT_DISCONNECT, disconnect_agent)
+        app.state.bus = cluster.bus
+        bridge = FeishuBridge(runtime, butler=butler or UnconfiguredButler(), bus=cluster.bus)
         outbound = Outbound(runtime.sessions, bridge)
-        workflow = ApprovalWorkflow(runtime, outbound=outbound, hub=agents, spawn=tasks.start)
+        workflow = ApprovalWorkflow(
+            runtime, outbound=outbound, hub=agents, spawn=tasks.start, bus=cluster.bus
+        )
         bridge.card_handler = workflow.on_card_click
         if butler is None:
             bridge.butler = ButlerService(
@@ -158,6 +172,11 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
         app.state.outbound = outbound
 
         async def prune() -> None:
+            async with once_per_fleet(engine, "retention", schema=settings.database_schema) as mine:
+                if mine:
+                    await _prune()
+
+        async def _prune() -> None:
             async with runtime.sessions() as session:
                 removed = await logs.prune(
                     session,
@@ -170,16 +189,20 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
                 )
                 await auth_service.prune_login_attempts(session)
                 await forget_sightings(session, window_seconds=settings.feishu_callback_max_skew_seconds)
+                await prune_departed(session, older_than=DEPARTED_INSTANCE_RETENTION)
             if removed or forgotten:
                 log_event(log, "retention_pruned", integration_logs=removed, seen_messages=forgotten)
 
         tasks.start("retention", _every(settings.log_retention_sweep_seconds, prune))
 
         async def sweep() -> None:
-            await workflow.sweep_expired()
-            await workflow.recover_interrupted()
+            async with once_per_fleet(engine, "approval-sweep", schema=settings.database_schema) as mine:
+                if mine:
+                    await workflow.sweep_expired()
+                    await workflow.recover_interrupted()
 
         tasks.start("approval-expiry", _every(settings.approval_sweep_seconds, sweep))
+        tasks.start("connector-reconcile", _every(settings.connector_reconcile_seconds, bridge.reconcile))
         app.state.tasks = tasks
         await bridge.start()
         log_event(
@@ -190,6 +213,7 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
         finally:
             await bridge.stop()
             await tasks.stop()
+            await cluster.leave()
             await http.aclose()
             await engine.dispose()
 

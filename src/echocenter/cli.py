@@ -41,7 +41,7 @@ def _emulator(args: argparse.Namespace) -> int:
 
 
 def _agent_run(args: argparse.Namespace) -> int:
-    from echocenter.agents.example import DEFAULT_ALLOWED, run_agent
+    from echocenter.agents.example import DEFAULT_ALLOWED, AgentStop, agent_url, run_agent
     from echocenter.logging_setup import configure_logging
 
     configure_logging("INFO")
@@ -50,9 +50,14 @@ def _agent_run(args: argparse.Namespace) -> int:
         print("error: give --token or set ECHOCENTER_AGENT_TOKEN", file=sys.stderr)
         return 2
     allowed = frozenset(" ".join(c.split()) for c in (args.allow or DEFAULT_ALLOWED))
-    print(f"agent: connecting to {args.url}; allowed commands: {', '.join(sorted(allowed))}")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_agent(args.url, token, allowed=allowed, timeout=args.timeout))
+    try:
+        url = agent_url(args.url)
+        print(f"agent: connecting to {url}; allowed commands: {', '.join(sorted(allowed))}")
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run_agent(url, token, allowed=allowed, timeout=args.timeout))
+    except AgentStop as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -168,7 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     agent = commands.add_parser("agent", help="the bundled example agent")
     agent_commands = agent.add_subparsers(dest="agent_command", required=True)
     agent_run = agent_commands.add_parser("run", help="connect to EchoCenter and run allowed commands")
-    agent_run.add_argument("--url", required=True, help="ws://HOST:PORT/api/agents/ws")
+    agent_run.add_argument(
+        "--url",
+        required=True,
+        help="the service's base URL (http(s)://HOST:PORT) or ws(s)://HOST:PORT/api/agents/ws",
+    )
     agent_run.add_argument("--token", help="the agent token (or ECHOCENTER_AGENT_TOKEN)")
     agent_run.add_argument("--allow", action="append", help="an allowed command line (repeatable)")
     agent_run.add_argument("--timeout", type=float, default=30.0, help="seconds a command may take")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import socket
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -90,6 +92,15 @@ class Settings(BaseSettings):
     # a rejected callback is logged once per connector and reason per interval, with a count of repeats.
     log_retention_max_audit_rows: int = Field(default=100_000, ge=100)
     feishu_callback_reject_log_seconds: float = Field(default=60.0, ge=0)
+    # Several instances on one PostgreSQL (README "Running several instances").
+    instance_id: str = Field(default="", max_length=64)  # empty: <hostname>-<pid>; unique per instance
+    instance_heartbeat_seconds: float = Field(default=5.0, gt=0)
+    # An instance silent this long is dead: its agents and connections drop out of the shared view.
+    instance_timeout_seconds: float = Field(default=20.0, gt=0)
+    # The slow catch-up of connector changes a listener missed (notifications reach everyone within 1 s).
+    connector_reconcile_seconds: float = Field(default=30.0, gt=0)
+    # Agent presence is written in batches (one statement per flush), never from a socket's read loop.
+    presence_flush_seconds: float = Field(default=2.0, gt=0)
 
     @model_validator(mode="after")
     def _refuse_weak_secrets_outside_development(self) -> Settings:
@@ -122,6 +133,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'echocenter.db').as_posix()}"
+
+    @property
+    def resolved_instance_id(self) -> str:
+        return self.instance_id or f"{socket.gethostname()[:40]}-{os.getpid()}"
 
     def resolve_generated_secrets(self) -> None:
         """Fill JWT_SECRET and SECRETS_KEY from files under data_dir, creating them on first start."""

@@ -59,6 +59,8 @@ async def test_the_whole_admin_story_in_a_browser(
     await page.click("#toggle-enabled")
     await expect(page.locator("#connector-message")).to_have_text("Enabled.")
     await expect(page.locator("#status-badge")).to_have_text("connected", timeout=15_000)
+    await expect(page.locator("#status-summary")).to_have_text("connected on 1 of 1 instance")
+    await expect(page.locator("#instance-list li")).to_have_count(1)
     await shot(page, "03-connector-enabled")
 
     # A message through the emulator shows up as ws_routed in the logs (auto-refresh).

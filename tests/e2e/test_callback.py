@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
 import httpx
+import pytest
 
 from echocenter.feishu import callback_crypto
 from tests.e2e.conftest import Stack
@@ -164,10 +166,13 @@ async def test_the_route_without_an_id_finds_the_connector(stack: Stack) -> None
     assert answer.json() == {"challenge": "c"}
 
 
-async def test_unknown_connector_is_404(stack: Stack) -> None:
+async def test_unknown_connector_is_404_and_logged(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
     async with httpx.AsyncClient() as http:
         response = await http.post(f"{stack.server.url}/api/integrations/feishu/callback/999", json={})
     assert response.status_code == 404
+    logged = [r for r in caplog.records if r.getMessage() == "unknown_connector"]
+    assert logged and logged[0].fields["connector_id"] == 999  # type: ignore[attr-defined]
 
 
 async def test_a_connector_without_token_or_key_refuses_callbacks(stack: Stack) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import time
+from collections.abc import Collection
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, WebSocket, status
@@ -15,13 +16,15 @@ from echocenter.agents.commands import MAX_PATTERNS, effective, normalize, patte
 from echocenter.agents.hub import AgentHub
 from echocenter.agents.schemas import AgentCreate, AgentCreated, AgentOut, AgentUpdate
 from echocenter.api.deps import CurrentAdmin, SessionDep
+from echocenter.cluster.bus import EventBus
+from echocenter.cluster.presence import online_agents
 from echocenter.db.models import Agent
 from echocenter.logging_setup import log_event
 from echocenter.runtime import Runtime
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/agents", tags=["agents"])
-SEEN_WRITE_INTERVAL = 5.0
+AGENT_DISCONNECT = "agent_disconnect"  # bus notice: {"kind": "agent_disconnect", "name": …}
 
 
 def _hub(request: Request) -> AgentHub:
@@ -29,11 +32,11 @@ def _hub(request: Request) -> AgentHub:
     return hub
 
 
-def _out(agent: Agent, hub: AgentHub) -> AgentOut:
+def _out(agent: Agent, hub: AgentHub, elsewhere: Collection[str] = ()) -> AgentOut:
     return AgentOut(
         id=agent.id,
         name=agent.name,
-        online=agent.revoked_at is None and hub.is_online(agent.name),
+        online=agent.revoked_at is None and (hub.is_online(agent.name) or agent.name in elsewhere),
         created_at=agent.created_at,
         revoked_at=agent.revoked_at,
         last_seen_at=agent.last_seen_at,
@@ -41,6 +44,13 @@ def _out(agent: Agent, hub: AgentHub) -> AgentOut:
         declared_commands=agent.declared_commands or [],
         effective_commands=effective(agent.commands or [], agent.declared_commands or []),
     )
+
+
+async def _disconnect_everywhere(request: Request, name: str) -> None:
+    """Close the agent's socket here, and tell the other instances (one of them may hold it)."""
+    await _hub(request).disconnect(name)
+    bus: EventBus = request.app.state.bus
+    await bus.publish(AGENT_DISCONNECT, name=name)
 
 
 @router.post(
@@ -57,7 +67,9 @@ async def register(body: AgentCreate, _: CurrentAdmin, session: SessionDep, requ
 @router.get("", response_model=list[AgentOut], summary="Agents with their online state")
 async def list_agents(_: CurrentAdmin, session: SessionDep, request: Request) -> list[AgentOut]:
     hub = _hub(request)
-    return [_out(a, hub) for a in await service.list_agents(session)]
+    timeout = timedelta(seconds=request.app.state.runtime.settings.instance_timeout_seconds)
+    anywhere = await online_agents(session, timeout=timeout)  # the shared view: held by any live instance
+    return [_out(a, hub, anywhere) for a in await service.list_agents(session)]
 
 
 @router.patch(
@@ -81,9 +93,8 @@ async def revoke(
     agent_id: Annotated[int, Path(ge=1, le=2**31 - 1)], _: CurrentAdmin, session: SessionDep, request: Request
 ) -> AgentOut:
     agent = await service.revoke(session, agent_id)
-    hub = _hub(request)
-    await hub.disconnect(agent.name)
-    return _out(agent, hub)
+    await _disconnect_everywhere(request, agent.name)
+    return _out(agent, _hub(request))
 
 
 @router.post("/{agent_id}/token", response_model=AgentCreated, summary="Issue a new token (shown once)")
@@ -91,9 +102,8 @@ async def rotate_token(
     agent_id: Annotated[int, Path(ge=1, le=2**31 - 1)], _: CurrentAdmin, session: SessionDep, request: Request
 ) -> AgentCreated:
     agent, token = await service.rotate_token(session, agent_id)
-    hub = _hub(request)
-    await hub.disconnect(agent.name)  # whoever holds the old token is out
-    return AgentCreated(**_out(agent, hub).model_dump(), token=token)
+    await _disconnect_everywhere(request, agent.name)  # whoever holds the old token is out
+    return AgentCreated(**_out(agent, _hub(request)).model_dump(), token=token)
 
 
 def _token(websocket: WebSocket) -> str:
@@ -145,7 +155,6 @@ async def agent_socket(websocket: WebSocket) -> None:
     await websocket.accept()
     link = _Link(websocket)
     await hub.attach(agent.name, agent.id, link)
-    last_write = 0.0
     try:
         while True:
             raw = await websocket.receive_text()
@@ -159,10 +168,7 @@ async def agent_socket(websocket: WebSocket) -> None:
                 hub.take_result(agent.name, message)
             elif message.get("type") == "hello":
                 await _declare(runtime, agent.id, agent.name, message.get("commands"))
-            if time.monotonic() - last_write > SEEN_WRITE_INTERVAL:  # heartbeats and results both count
-                last_write = time.monotonic()
-                async with runtime.sessions() as session:
-                    await service.seen(session, agent.id)
+            hub.heartbeat(agent.name)  # heartbeats and results both count; buffered, never awaited here
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:

@@ -10,9 +10,10 @@ import contextlib
 import json
 import logging
 import shlex
+from urllib.parse import urlsplit, urlunsplit
 
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.exceptions import InvalidStatus, InvalidURI, WebSocketException
 
 from echocenter.logging_setup import log_event
 
@@ -20,6 +21,29 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ALLOWED = ("uptime", "df -h", "whoami", "date", "hostname", "free -m")
 OUTPUT_LIMIT = 16_000
+AGENT_PATH = "/api/agents/ws"
+_WS_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
+
+
+class AgentStop(Exception):
+    """What retrying cannot fix (a malformed URL, a refused token): the agent stops and says why."""
+
+
+def agent_url(url: str) -> str:
+    """The agent socket's URL from the service's base URL (http(s)://host:port[/prefix]) or a ws(s) URL."""
+    expected = "expected http(s)://HOST:PORT or ws(s)://HOST:PORT/api/agents/ws"
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError as exc:
+        raise AgentStop(f"malformed URL {url!r}: {exc} ({expected})") from exc
+    scheme = _WS_SCHEMES.get(parts.scheme.lower())
+    if scheme is None or not parts.hostname:
+        raise AgentStop(f"malformed URL {url!r} ({expected})")
+    path = parts.path.rstrip("/")
+    if not path.endswith(AGENT_PATH):
+        path += AGENT_PATH  # a base URL, maybe with a prefix (behind a proxy)
+    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
 
 
 async def run_command(command: str, allowed: frozenset[str], timeout: float) -> tuple[bool, str]:
@@ -61,7 +85,10 @@ async def run_agent(
     """Connect and serve directives; reconnect when the connection drops (unless ``once``).
 
     With ``declare`` the agent reports its allow-list first (a ``hello``), so the service refuses other
-    commands before anyone is asked to approve them."""
+    commands before anyone is asked to approve them. Raises AgentStop for a malformed URL or a refused token:
+    retrying those would never succeed.
+    """
+    url = agent_url(url)
     delay = 1.0
     while True:
         try:
@@ -100,9 +127,17 @@ async def run_agent(
                     with contextlib.suppress(asyncio.CancelledError):
                         await beater
         except InvalidStatus as exc:
-            log_event(log, "agent_refused", level=logging.ERROR, status=exc.response.status_code)
+            status = exc.response.status_code
+            log_event(log, "agent_refused", level=logging.ERROR, status=status)
+            if 400 <= status < 500:
+                raise AgentStop(
+                    f"the service refused this agent (HTTP {status}): the token is unknown or revoked, "
+                    f"or {url} is not EchoCenter's agent socket"
+                ) from exc
             if once:
                 raise
+        except InvalidURI as exc:
+            raise AgentStop(f"malformed URL {url!r}: {exc}") from exc
         except (OSError, WebSocketException) as exc:
             log_event(log, "agent_disconnected", level=logging.WARNING, error=type(exc).__name__)
         if once:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -36,20 +37,48 @@ class _Connected:
     pending: set[str] = field(default_factory=set)
 
 
+class Presence(Protocol):
+    """Where the hub reports who it holds (cluster/presence.py: buffered, never awaited here)."""
+
+    def connected(self, agent_id: int) -> None: ...
+
+    def disconnected(self, agent_id: int) -> None: ...
+
+    def heartbeat(self, agent_id: int) -> None: ...
+
+
+Roster = Callable[[], Awaitable[Collection[str]]]
+
+
 class AgentHub:
-    def __init__(self) -> None:
+    def __init__(self, presence: Presence | None = None, roster: Roster | None = None) -> None:
         self._connected: dict[str, _Connected] = {}  # by agent name
         self._waiting: dict[str, asyncio.Future[CommandResult]] = {}  # by request_id
+        self._presence = presence
+        self._roster = roster  # the shared view: agents any live instance holds
 
     def online(self) -> list[str]:
+        """Agents connected to this instance."""
         return sorted(self._connected)
+
+    async def online_anywhere(self) -> list[str]:
+        """Agents connected to any live instance (this one's are counted even before their row is written)."""
+        elsewhere = await self._roster() if self._roster is not None else ()
+        return sorted(set(elsewhere) | set(self._connected))
 
     def is_online(self, name: str) -> bool:
         return name in self._connected
 
+    def heartbeat(self, name: str) -> None:
+        connected = self._connected.get(name)
+        if connected is not None and self._presence is not None:
+            self._presence.heartbeat(connected.agent_id)
+
     async def attach(self, name: str, agent_id: int, link: AgentLink) -> None:
         previous = self._connected.get(name)
         self._connected[name] = _Connected(agent_id, link)
+        if self._presence is not None:
+            self._presence.connected(agent_id)
         if previous is not None:  # the same agent connected again: the older link is stale
             with contextlib.suppress(Exception):
                 await previous.link.close(code=4000, reason="replaced by a newer connection")
@@ -60,6 +89,8 @@ class AgentHub:
         if current is None or current.link is not link:
             return
         del self._connected[name]
+        if self._presence is not None:
+            self._presence.disconnected(current.agent_id)
         for request_id in current.pending:
             future = self._waiting.pop(request_id, None)
             if future is not None and not future.done():

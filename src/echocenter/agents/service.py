@@ -93,8 +93,3 @@ async def rotate_token(session: AsyncSession, agent_id: int) -> tuple[Agent, str
     agent.token_hash, agent.revoked_at = hash_token(token), None
     await session.commit()
     return agent, token
-
-
-async def seen(session: AsyncSession, agent_id: int) -> None:
-    await session.execute(update(Agent).where(Agent.id == agent_id).values(last_seen_at=utcnow()))
-    await session.commit()

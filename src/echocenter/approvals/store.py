@@ -156,3 +156,29 @@ async def list_approvals(
         query = query.where(Approval.status == status.value)
     pending_first = Approval.status != ApprovalStatus.PENDING.value
     return list(await session.scalars(query.order_by(pending_first, Approval.id.desc()).limit(limit)))
+
+
+async def claim_dispatch(session: AsyncSession, *, approval_id: int, instance_id: str) -> bool:
+    """Take an approved command to its agent: once, by one instance (a conditional UPDATE)."""
+    result = await session.execute(
+        update(Approval)
+        .where(
+            Approval.id == approval_id,
+            Approval.status == ApprovalStatus.APPROVED.value,
+            Approval.dispatched_to.is_(None),
+        )
+        .values(dispatched_to=instance_id)
+        .execution_options(synchronize_session=False)
+    )
+    await session.commit()
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def undispatched(session: AsyncSession, *, agent_names: list[str]) -> list[int]:
+    """Approved commands for these agents that no instance has taken to its agent yet."""
+    query = select(Approval.id).where(
+        Approval.status == ApprovalStatus.APPROVED.value,
+        Approval.dispatched_to.is_(None),
+        Approval.agent_name.in_(agent_names),
+    )
+    return list(await session.scalars(query.order_by(Approval.id)))

@@ -15,6 +15,8 @@ from echocenter.agents.hub import AgentHub, AgentOffline, CommandResult
 from echocenter.approvals import store
 from echocenter.approvals.states import ApprovalStatus
 from echocenter.butler.interface import InboundMessage
+from echocenter.cluster.bus import EventBus, InProcessBus
+from echocenter.cluster.presence import online_agents
 from echocenter.db.models import Approval, FeishuConnector, LogLevel
 from echocenter.db.types import utcnow
 from echocenter.feishu.cards import approval_card, raw
@@ -36,8 +38,19 @@ def _toast(kind: str, content: str) -> dict[str, Any]:
 
 
 class ApprovalWorkflow:
-    def __init__(self, runtime: Runtime, *, outbound: Outbound, hub: AgentHub, spawn: Spawn) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        outbound: Outbound,
+        hub: AgentHub,
+        spawn: Spawn,
+        bus: EventBus | None = None,
+    ) -> None:
         self._runtime = runtime
+        self._bus = bus or InProcessBus(runtime.settings.resolved_instance_id)
+        self._bus.subscribe("directive", self._on_directive)
+        self._bus.on_resync(self.run_missed_directives)
         self._sessions = runtime.sessions
         self._settings = runtime.settings
         self._outbound = outbound
@@ -232,9 +245,44 @@ class ApprovalWorkflow:
 
     # --- execution ----------------------------------------------------------------------------------
     async def execute(self, approval_id: int) -> None:
+        """Run an approved command on its agent, wherever it is connected: here, or through the instance
+        that holds it (a notification to that instance; it claims the row, runs it, writes the result)."""
         approval = await self._get(approval_id)
         if approval.status != ApprovalStatus.APPROVED.value:
             return
+        holder = self._bus.instance_id if self._hub.is_online(approval.agent_name) else None
+        if holder is None:
+            timeout = timedelta(seconds=self._settings.instance_timeout_seconds)
+            async with self._sessions() as session:
+                holder = (await online_agents(session, timeout=timeout)).get(approval.agent_name)
+        if holder is not None and holder != self._bus.instance_id:
+            await self._bus.publish("directive", to=holder, approval_id=approval_id)
+            return
+        await self.execute_here(approval_id)
+
+    async def _on_directive(self, payload: dict[str, Any]) -> None:
+        approval_id = payload.get("approval_id")
+        if isinstance(approval_id, int):
+            await self.execute_here(approval_id)
+
+    async def run_missed_directives(self) -> None:
+        """After this instance's listener was down: approved commands for agents held here that nobody
+        took (their notice may have been lost) run now; the claim keeps a late notice from running twice."""
+        held = self._hub.online()
+        if not held:
+            return
+        async with self._sessions() as session:
+            ids = await store.undispatched(session, agent_names=held)
+        for approval_id in ids:
+            self._spawn(f"execute-approval-{approval_id}", self.execute_here(approval_id))
+
+    async def execute_here(self, approval_id: int) -> None:
+        async with self._sessions() as session:
+            if not await store.claim_dispatch(
+                session, approval_id=approval_id, instance_id=self._bus.instance_id
+            ):
+                return  # decided otherwise, or another instance took it already
+        approval = await self._get(approval_id)
         try:
             result = await self._hub.run(
                 approval.agent_name,
@@ -259,6 +307,7 @@ class ApprovalWorkflow:
             ok=result.ok,
             status=approval.status,
         )
+        await self._bus.publish("approval_result", approval_id=approval_id)  # the row holds the result
         await self._refresh_card(approval)
         await self._report(approval, result)
 

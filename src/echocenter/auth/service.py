@@ -125,10 +125,16 @@ async def find_user(session: AsyncSession, username: str) -> User | None:
 async def ensure_initial_admin(
     session: AsyncSession, *, passwords: Passwords, username: str, password: str
 ) -> bool:
-    """Create the configured first admin unless that username exists. True when it was created."""
+    """Create the configured first admin unless that username exists. True when it was created.
+
+    Race-free: instances started together all try, the unique username lets one win, the others move on.
+    """
     if await find_user(session, username) is not None:
         return False
-    await create_user(session, passwords=passwords, username=username, password=password, role=Role.ADMIN)
+    try:
+        await create_user(session, passwords=passwords, username=username, password=password, role=Role.ADMIN)
+    except Conflict:
+        return False  # another instance created it between the check and the insert
     return True
 
 

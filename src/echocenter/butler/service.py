@@ -128,7 +128,7 @@ class ButlerService:
                 text=message.text,
                 requester=message.open_id,
                 history=await self._history(conversation_id, message.message_id),
-                agents_online=self._hub.online(),
+                agents_online=await self._hub.online_anywhere(),
                 pending_approvals=await self._pending(),
                 agent_commands=agent_commands,
             )

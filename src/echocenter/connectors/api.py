@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from echocenter.api.deps import BridgeDep, CurrentAdmin, RuntimeDep, SessionDep
 from echocenter.connectors import service
@@ -17,12 +19,15 @@ from echocenter.connectors.schemas import (
     EnableRequest,
     VerifyResult,
 )
-from echocenter.db.models import InboundMessage, LogLevel
+from echocenter.connectors.status import status_view
+from echocenter.db.models import FeishuConnector, InboundMessage, LogLevel
 from echocenter.errors import Conflict, InvalidRequest
+from echocenter.feishu.bridge import FeishuBridge
 from echocenter.feishu.doctor import diagnose_connector
 from echocenter.feishu.outbound import Outbound, OutboundError
 from echocenter.integration_logs import service as logs
 from echocenter.integration_logs.schemas import LogEntryOut, LogPageOut
+from echocenter.runtime import Runtime
 
 MAX_LOG_ID = 2**63 - 1  # BIGINT
 
@@ -31,9 +36,31 @@ router = APIRouter(prefix="/api/integrations/feishu", tags=["feishu connectors"]
 ConnectorId = Annotated[int, Path(ge=1, le=2**31 - 1, description="connector id")]
 
 
+async def _outs(
+    session: AsyncSession, runtime: Runtime, connectors: list[FeishuConnector]
+) -> list[ConnectorOut]:
+    """Connectors with their status combined over the live instances (one read for the whole list)."""
+    view = await status_view(
+        session,
+        timeout=timedelta(seconds=runtime.settings.instance_timeout_seconds),
+        connector_ids=[c.id for c in connectors],
+    )
+    return [service.to_out(c, view) for c in connectors]
+
+
+async def _out(session: AsyncSession, runtime: Runtime, connector: FeishuConnector) -> ConnectorOut:
+    return (await _outs(session, runtime, [connector]))[0]
+
+
+async def _announce(session: AsyncSession, bridge: FeishuBridge, connector_id: int) -> None:
+    # End the request's transaction first: the bridge reads with its own session (SQLite has one connection).
+    await session.commit()
+    await bridge.announce(connector_id)
+
+
 @router.get("", response_model=ConnectorList, summary="List connectors")
-async def list_connectors(_: CurrentAdmin, session: SessionDep) -> ConnectorList:
-    return ConnectorList(items=[service.to_out(c) for c in await service.list_connectors(session)])
+async def list_connectors(_: CurrentAdmin, session: SessionDep, runtime: RuntimeDep) -> ConnectorList:
+    return ConnectorList(items=await _outs(session, runtime, await service.list_connectors(session)))
 
 
 @router.post(
@@ -43,13 +70,15 @@ async def create_connector(
     body: ConnectorSettings, admin: CurrentAdmin, runtime: RuntimeDep, session: SessionDep, bridge: BridgeDep
 ) -> ConnectorOut:
     connector = await service.create_connector(session, box=runtime.secrets, data=body, actor=admin.username)
-    await bridge.connector_changed(connector.id)
-    return service.to_out(connector)
+    await _announce(session, bridge, connector.id)
+    return await _out(session, runtime, connector)
 
 
 @router.get("/{connector_id}", response_model=ConnectorOut, summary="Read a connector")
-async def read_connector(connector_id: ConnectorId, _: CurrentAdmin, session: SessionDep) -> ConnectorOut:
-    return service.to_out(await service.get_connector(session, connector_id))
+async def read_connector(
+    connector_id: ConnectorId, _: CurrentAdmin, session: SessionDep, runtime: RuntimeDep
+) -> ConnectorOut:
+    return await _out(session, runtime, await service.get_connector(session, connector_id))
 
 
 @router.patch(
@@ -71,8 +100,8 @@ async def update_connector(
     connector = await service.update_connector(
         session, box=runtime.secrets, connector=connector, data=body, actor=admin.username
     )
-    await bridge.connector_changed(connector_id)  # new credentials: the connection restarts
-    return service.to_out(connector)
+    await _announce(session, bridge, connector_id)  # new credentials: every instance's connection restarts
+    return await _out(session, runtime, connector)
 
 
 @router.delete("/{connector_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a connector")
@@ -81,7 +110,7 @@ async def delete_connector(
 ) -> Response:
     connector = await service.get_connector(session, connector_id)
     await service.delete_connector(session, connector=connector, actor=admin.username)
-    await bridge.connector_changed(connector_id)
+    await _announce(session, bridge, connector_id)  # every instance closes its connection
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -93,26 +122,40 @@ async def delete_connector(
     "`message` says what went wrong and `detail` carries Feishu's code and msg.",
 )
 async def verify_connector(
-    connector_id: ConnectorId, admin: CurrentAdmin, runtime: RuntimeDep, session: SessionDep
+    connector_id: ConnectorId,
+    admin: CurrentAdmin,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    bridge: BridgeDep,
 ) -> VerifyResult:
     connector = await service.get_connector(session, connector_id)
     result = await service.verify_connector(
         session, runtime=runtime, connector=connector, actor=admin.username
     )
+    await _announce(session, bridge, connector_id)
     return VerifyResult(
-        ok=result.ok, message=result.message, detail=result.detail, connector=service.to_out(connector)
+        ok=result.ok,
+        message=result.message,
+        detail=result.detail,
+        connector=await _out(session, runtime, connector),
     )
 
 
 @router.patch("/{connector_id}/enable", response_model=ConnectorOut, summary="Enable or disable")
 async def enable_connector(
-    connector_id: ConnectorId, body: EnableRequest, admin: CurrentAdmin, session: SessionDep
+    connector_id: ConnectorId,
+    body: EnableRequest,
+    admin: CurrentAdmin,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    bridge: BridgeDep,
 ) -> ConnectorOut:
     connector = await service.get_connector(session, connector_id)
     connector = await service.set_enabled(
         session, connector=connector, enabled=body.enabled, actor=admin.username
     )
-    return service.to_out(connector)
+    await _announce(session, bridge, connector_id)
+    return await _out(session, runtime, connector)
 
 
 @router.get("/{connector_id}/logs", response_model=LogPageOut, summary="Integration log, newest first")

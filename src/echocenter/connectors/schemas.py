@@ -54,6 +54,15 @@ class EnableRequest(BaseModel):
     enabled: StrictBool
 
 
+class ConnectorInstanceOut(BaseModel):
+    """One live instance's long connection for this connector."""
+
+    instance_id: str
+    state: ConnectorStatus
+    last_error: str | None
+    updated_at: datetime
+
+
 class ConnectorOut(BaseModel):
     id: int
     connector_name: str
@@ -75,7 +84,9 @@ class ConnectorOut(BaseModel):
     rate_limit_per_minute: int
     callback_enabled: bool
     enabled: bool
-    status: ConnectorStatus
+    status: ConnectorStatus  # the best state across live instances
+    status_summary: str  # e.g. "connected on 3 of 3 instances"
+    instances: list[ConnectorInstanceOut]
     callback_verified: bool
     last_verified_at: datetime | None
     last_error: str | None

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from echocenter.connectors.schemas import ConnectorOut, ConnectorSettings
+from echocenter.connectors.status import StatusView
 from echocenter.db.models import FeishuConnector, LogLevel
 from echocenter.db.types import utcnow
 from echocenter.errors import Conflict, ConnectorNotVerified, InvalidRequest, NotFound
@@ -25,7 +26,8 @@ SECRET_FIELDS = ("app_secret", "verification_token", "encrypt_key")
 CREDENTIAL_FIELDS = ("app_id", *SECRET_FIELDS)
 
 
-def to_out(connector: FeishuConnector) -> ConnectorOut:
+def to_out(connector: FeishuConnector, view: StatusView) -> ConnectorOut:
+    combined = view.combine(connector.id, connector.last_error)
     secrets: dict[str, Any] = {}
     for name in SECRET_FIELDS:
         has = getattr(connector, f"{name}_enc") is not None
@@ -46,10 +48,12 @@ def to_out(connector: FeishuConnector) -> ConnectorOut:
         rate_limit_per_minute=connector.rate_limit_per_minute,
         callback_enabled=connector.callback_enabled,
         enabled=connector.enabled,
-        status=connector.status,  # type: ignore[arg-type]
+        status=combined.status,
+        status_summary=combined.summary,
+        instances=combined.instances,
         callback_verified=connector.callback_verified,
         last_verified_at=connector.last_verified_at,
-        last_error=connector.last_error,
+        last_error=combined.last_error,
         last_event_at=connector.last_event_at,
         created_at=connector.created_at,
         updated_at=connector.updated_at,

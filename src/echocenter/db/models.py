@@ -224,6 +224,8 @@ class Approval(Base):
     decision_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     output: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The instance that took the command to its agent (claimed once, so it is sent once).
+    dispatched_to: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class Conversation(Base):
@@ -252,3 +254,42 @@ class ConversationTurn(Base):
     content: Mapped[str] = mapped_column(Text)
     message_id: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# --- several instances ------------------------------------------------------------------------------
+class Instance(Base):
+    """A running EchoCenter; one whose heartbeat is older than INSTANCE_TIMEOUT_SECONDS counts as gone."""
+
+    __tablename__ = "instances"
+
+    instance_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ConnectorInstanceStatus(Base):
+    """One instance's long-connection state for one connector (each instance writes only its own row)."""
+
+    __tablename__ = "connector_instance_status"
+
+    connector_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("feishu_connectors.id", ondelete="CASCADE"), primary_key=True
+    )
+    instance_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AgentPresence(Base):
+    """Which instance holds an agent's socket; written in batches by the holding instance."""
+
+    __tablename__ = "agent_presence"
+    __table_args__ = (Index("ix_agent_presence_instance_id", "instance_id"),)
+
+    agent_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True
+    )
+    instance_id: Mapped[str] = mapped_column(String(64))
+    connected_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

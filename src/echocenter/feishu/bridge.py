@@ -1,8 +1,11 @@
 """The Feishu bridge: one long connection per connector with credentials, and one dispatch for events from
 either transport (long connection or HTTP callback).
 
-Connections follow the connectors: ``connector_changed`` is called by whoever changed one (the API), and
-starts, restarts or stops its connection — driven by the change itself, not by polling.
+Connections follow the connectors: whoever changes one (the API, on any instance) publishes
+``{"kind": "connector", "id": N}`` on the event bus, and every instance's ``connector_changed`` starts,
+restarts or stops its connection within a second. A slow ``reconcile`` against ``updated_at`` catches what a
+listener missed while it was down. Each instance writes its own state per connector
+(``connector_instance_status``); the API combines them.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from echocenter.butler.interface import Butler
+from echocenter.cluster.bus import EventBus, InProcessBus
+from echocenter.cluster.upsert import upsert
 from echocenter.connectors.service import read_secret
-from echocenter.db.models import ConnectorStatus, FeishuConnector, LogLevel
+from echocenter.db.models import ConnectorInstanceStatus, FeishuConnector, LogLevel
 from echocenter.db.types import utcnow
 from echocenter.feishu.events import (
     CardActionEvent,
@@ -29,7 +35,7 @@ from echocenter.feishu.events import (
     OtherEvent,
     parse_event,
 )
-from echocenter.feishu.inbound import InboundPipeline, Result
+from echocenter.feishu.inbound import InboundPipeline, Outcome, Result
 from echocenter.feishu.longconn.client import LongConnClient, StateChange
 from echocenter.feishu.longconn.protocol import ConnState
 from echocenter.feishu.openapi import FeishuError, OpenApiClient
@@ -69,10 +75,18 @@ class _App:
 
 class FeishuBridge:
     def __init__(
-        self, runtime: Runtime, *, butler: Butler, card_handler: CardHandler = no_pending_decision
+        self,
+        runtime: Runtime,
+        *,
+        butler: Butler,
+        card_handler: CardHandler = no_pending_decision,
+        bus: EventBus | None = None,
     ) -> None:
         self._runtime = runtime
         self._settings = runtime.settings
+        self._bus = bus or InProcessBus(runtime.settings.resolved_instance_id)
+        self._instance_id = self._bus.instance_id
+        self._known: dict[int, Any] = {}  # connector id -> updated_at last reconciled (the slow catch-up)
         self.butler = butler
         self.card_handler = card_handler
         self._apps: dict[int, _App] = {}
@@ -82,10 +96,25 @@ class FeishuBridge:
 
     # --- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
-        async with self._runtime.sessions() as session:
-            ids = list(await session.scalars(select(FeishuConnector.id)))
-        for connector_id in ids:
+        self._bus.subscribe("connector", self._on_connector_notice)
+        self._bus.on_resync(self.reconcile)
+        await self.reconcile()
+
+    async def _on_connector_notice(self, payload: dict[str, Any]) -> None:
+        connector_id = payload.get("id")
+        if isinstance(connector_id, int):
             await self.connector_changed(connector_id)
+
+    async def reconcile(self) -> None:
+        """Catch up with every connector whose ``updated_at`` moved (or that appeared or went) unseen."""
+        async with self._runtime.sessions() as session:
+            stored = {
+                cid: at
+                for cid, at in await session.execute(select(FeishuConnector.id, FeishuConnector.updated_at))
+            }
+        for connector_id in sorted(set(stored) | set(self._apps) | set(self._known)):
+            if connector_id not in stored or self._known.get(connector_id) != stored[connector_id]:
+                await self.connector_changed(connector_id)
 
     async def stop(self) -> None:
         async with self._lock:
@@ -96,20 +125,23 @@ class FeishuBridge:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    async def announce(self, connector_id: int) -> None:
+        """A connector was saved here: follow it now, and tell every other instance."""
+        await self.connector_changed(connector_id)
+        await self._bus.publish("connector", id=connector_id)
+
     async def connector_changed(self, connector_id: int) -> None:
         """Bring this connector's connection in line with what is stored."""
         async with self._lock:
-            async with self._runtime.sessions() as session:
-                connector = await session.get(FeishuConnector, connector_id)
-                secret = read_secret(self._runtime.secrets, connector, "app_secret") if connector else None
-                app_id = connector.app_id if connector else None
+            credentials = await self._stored_credentials(connector_id)
             current = self._apps.get(connector_id)
-            if not app_id or not secret:
+            if credentials is None:
                 if current:
                     await self._stop_connection(connector_id)
                     del self._apps[connector_id]
                     await self._write_status(connector_id, ConnState.DISCONNECTED, None)
                 return
+            app_id, secret = credentials
             fingerprint = (app_id, secret)
             if current and current.fingerprint == fingerprint:
                 if self._settings.feishu_ws_enabled and current.connection is None:
@@ -125,11 +157,28 @@ class FeishuBridge:
                     app_id=app_id,
                     app_secret=secret,
                     timeout=self._settings.feishu_http_timeout,
+                    reload_credentials=lambda: self._credentials_refused(connector_id),
                 ),
             )
             self._apps[connector_id] = app
             if self._settings.feishu_ws_enabled:
                 self._start_connection(connector_id, app)
+
+    async def _stored_credentials(self, connector_id: int) -> tuple[str, str] | None:
+        async with self._runtime.sessions() as session:
+            connector = await session.get(FeishuConnector, connector_id)
+            if connector is None:
+                self._known.pop(connector_id, None)
+                return None
+            self._known[connector_id] = connector.updated_at
+            secret = read_secret(self._runtime.secrets, connector, "app_secret")
+        return (connector.app_id, secret) if connector.app_id and secret else None
+
+    async def _credentials_refused(self, connector_id: int) -> tuple[str, str] | None:
+        """Feishu refused this instance's credentials: read them again (another instance may have stored
+        new ones), and bring the long connection in line too."""
+        self._spawn(self.connector_changed(connector_id))
+        return await self._stored_credentials(connector_id)
 
     def _start_connection(self, connector_id: int, app: _App) -> None:
         app_id, secret = app.fingerprint
@@ -174,6 +223,10 @@ class FeishuBridge:
         if change.url_host:
             detail["host"] = change.url_host
         await self._write_status(connector_id, change.state, change.error)
+        if change.fatal:
+            # Refused for good with these credentials: maybe they changed on another instance. Reload now
+            # (in its own task: this runs inside the connection that a reload may replace).
+            self._spawn(self.connector_changed(connector_id))
         await record_now(
             self._runtime.sessions, connector_id=connector_id, action=action, level=level, **detail
         )
@@ -181,16 +234,28 @@ class FeishuBridge:
             self._spawn(self._learn_bot_open_id(connector_id))
 
     async def _write_status(self, connector_id: int, state: ConnState, error: str | None) -> None:
-        values: dict[str, Any] = {"status": ConnectorStatus(state.value).value}
-        if state is ConnState.CONNECTED:
-            values["last_error"] = None
-        elif error:
-            values["last_error"] = error
-        async with self._runtime.sessions() as session:
-            await session.execute(
-                update(FeishuConnector).where(FeishuConnector.id == connector_id).values(**values)
-            )
-            await session.commit()
+        """This instance's own row: instances never overwrite each other's state."""
+        row = {
+            "connector_id": connector_id,
+            "instance_id": self._instance_id,
+            "state": state.value,
+            "last_error": None if state is ConnState.CONNECTED else error,
+            "updated_at": utcnow(),
+        }
+        try:
+            async with self._runtime.sessions() as session:
+                await upsert(
+                    session,
+                    ConnectorInstanceStatus.__table__,  # type: ignore[arg-type]
+                    [row],
+                    keys=["connector_id", "instance_id"],
+                    update=["state", "last_error", "updated_at"]
+                    if error or state is ConnState.CONNECTED
+                    else ["state", "updated_at"],
+                )
+                await session.commit()
+        except IntegrityError:
+            pass  # the connector was deleted meanwhile: nothing to record it on
 
     async def _touch_last_event(self, connector_id: int) -> None:
         app = self._apps.get(connector_id)
@@ -272,7 +337,18 @@ class FeishuBridge:
             return None
 
     async def _dispatch_ws(self, connector_id: int, payload: bytes) -> None:
-        await self.dispatch(connector_id, payload, transport="ws")
+        result = await self.dispatch(connector_id, payload, transport="ws")
+        if result is not None and result.outcome is Outcome.UNKNOWN_CONNECTOR:
+            # Deleted (on this or another instance) while its connection was still up: say so, loudly.
+            await record_now(
+                self._runtime.sessions,
+                connector_id=None,
+                action=LogAction.UNKNOWN_CONNECTOR,
+                level=LogLevel.WARN,
+                unknown_connector_id=connector_id,
+                transport="ws",
+            )
+            self._spawn(self.connector_changed(connector_id))  # closes the connection here too
 
     async def dispatch_card(self, connector_id: int, payload: bytes | dict[str, Any]) -> dict[str, Any]:
         """A card callback; its answer goes back to Feishu (inside the ack, or as the HTTP response)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,6 +104,13 @@ async def request_tenant_token(
 TOKEN_INVALID_CODES = frozenset({99991661, 99991663, 99991668})
 RATE_LIMIT_CODES = frozenset({99991400})
 TOKEN_EARLY_REFRESH_SECONDS = 300
+# Codes that mean "these credentials are wrong": reload them from the database instead of retrying.
+CREDENTIAL_REFUSED_CODES = frozenset({10003, 10014, 10015})
+# After a refusal the stored credentials were reloaded and are still refused: every send within this
+# window fails at once (no token request per send); new credentials replace the whole client anyway.
+REFUSAL_HOLD_SECONDS = 30.0
+
+CredentialsLoader = Callable[[], Awaitable[tuple[str, str] | None]]
 
 
 class OpenApiClient:
@@ -121,6 +129,7 @@ class OpenApiClient:
         timeout: float = 10.0,
         max_attempts: int = 4,
         max_wait: float = 10.0,
+        reload_credentials: CredentialsLoader | None = None,
     ) -> None:
         self._http = http
         self._base_url = base_url.rstrip("/")
@@ -132,24 +141,42 @@ class OpenApiClient:
         self._token: str | None = None
         self._token_valid_until = 0.0
         self._token_lock = asyncio.Lock()
+        self._reload_credentials = reload_credentials
+        self._refused: tuple[FeishuError, float] | None = None  # the refusal, and until when it stands
         self.requests_sent = 0  # every HTTP request, token requests included (for the benchmark)
 
     async def tenant_token(self, *, force: bool = False) -> str:
         async with self._token_lock:
             if not force and self._token and time.monotonic() < self._token_valid_until:
                 return self._token
-            self.requests_sent += 1
-            token = await request_tenant_token(
-                self._http,
-                base_url=self._base_url,
-                app_id=self._app_id,
-                app_secret=self._app_secret,
-                timeout=self._timeout,
-            )
+            if self._refused is not None and time.monotonic() < self._refused[1]:
+                raise self._refused[0]
+            try:
+                token = await self._request_token()
+            except FeishuError as exc:
+                if exc.feishu_code not in CREDENTIAL_REFUSED_CODES or self._reload_credentials is None:
+                    raise
+                fresh = await self._reload_credentials()
+                if fresh is None or fresh == (self._app_id, self._app_secret):
+                    self._refused = (exc, time.monotonic() + REFUSAL_HOLD_SECONDS)
+                    raise
+                self._app_id, self._app_secret = fresh  # rotated elsewhere: one try with the stored ones
+                token = await self._request_token()
+            self._refused = None
             self._token = token.token
             lifetime = token.expire_seconds or 3600
             self._token_valid_until = time.monotonic() + max(30, lifetime - TOKEN_EARLY_REFRESH_SECONDS)
             return self._token
+
+    async def _request_token(self) -> TenantToken:
+        self.requests_sent += 1
+        return await request_tenant_token(
+            self._http,
+            base_url=self._base_url,
+            app_id=self._app_id,
+            app_secret=self._app_secret,
+            timeout=self._timeout,
+        )
 
     async def call(
         self,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import time
 from typing import Annotated, Any
 
@@ -31,7 +32,10 @@ from echocenter.feishu.callback_guard import RejectionThrottle, first_sighting
 from echocenter.feishu.events import CardActionEvent, EventParseError, parse_event
 from echocenter.feishu.longconn.client import CARD_TIMEOUT_TOAST
 from echocenter.integration_logs.service import LogAction, record_now
+from echocenter.logging_setup import log_event
 from echocenter.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/integrations/feishu", tags=["feishu callback"])
 
@@ -183,7 +187,14 @@ async def callback_for(
     connector_id: ConnectorId, request: Request, runtime: RuntimeDep, session: SessionDep
 ) -> JSONResponse:
     raw = await request.body()
-    connector = await get_connector(session, connector_id)
+    try:
+        connector = await get_connector(session, connector_id)
+    except NotFound:
+        # Answered 404 (Feishu retries); the process log only: an unauthenticated caller could flood a table.
+        log_event(
+            log, "unknown_connector", level=logging.WARNING, connector_id=connector_id, transport="callback"
+        )
+        raise
     await session.close()  # the work below opens sessions of its own
     return await _handle(request, connector, raw, runtime)
 
@@ -209,4 +220,5 @@ async def callback(request: Request, runtime: RuntimeDep, session: SessionDep) -
         header = plain.get("header") if isinstance(plain, dict) else None
         if isinstance(header, dict) and header.get("app_id") == connector.app_id:
             return await _handle(request, connector, raw, runtime)
+    log_event(log, "unknown_connector", level=logging.WARNING, transport="callback")
     raise NotFound("no connector matches this callback: use /api/integrations/feishu/callback/{id}")

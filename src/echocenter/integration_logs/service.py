@@ -42,6 +42,7 @@ class LogAction(StrEnum):
     BUTLER_ERROR = "butler_error"
     APPROVAL_REFUSED = "approval_refused"  # a command outside the agent's list: no card
     COMMAND_REFUSED = "command_refused"
+    UNKNOWN_CONNECTOR = "unknown_connector"  # an event for a connector that does not exist (any more)
 
 
 # The audit trail: who changed a connector and who decided what. Retention caps these separately from the

@@ -180,12 +180,22 @@ function showStatus(c) {
   $("verified-text").textContent = c ? (c.callback_verified ? `yes, ${when(c.last_verified_at)}` : "no") : "—";
   $("last-event").textContent = c ? when(c.last_event_at) : "—";
   $("last-error").textContent = (c && c.last_error) || "—";
+  showInstances(c);
   const toggle = $("toggle-enabled");
   toggle.textContent = c && c.enabled ? "Disable" : "Enable";
   toggle.disabled = !c || (!c.enabled && !c.callback_verified);
   $("verify").disabled = !c;
   $("enable-hint").textContent = !c ? "Save the connector first."
     : !c.callback_verified && !c.enabled ? "Verify the credentials before enabling." : (c.enabled ? "Enabled." : "");
+}
+
+// Each instance's own connection (several instances: README "Running several instances").
+function showInstances(c) {
+  $("status-summary").textContent = (c && c.status_summary) || "—";
+  $("instance-list").replaceChildren(...(c ? c.instances : []).map((i) => el("li", {},
+    el("span", { text: i.instance_id }), " ",
+    el("span", { class: `badge ${i.state}`, text: i.state }),
+    i.last_error ? el("span", { class: "muted", text: ` ${i.last_error}` }) : null)));
 }
 
 async function refreshStatus() {

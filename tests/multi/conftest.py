@@ -1,0 +1,133 @@
+"""Three `echocenter serve` processes on one PostgreSQL schema, and the Feishu emulator (in the test
+process, over its real protocol) delivering each event to one of the app's connections at random."""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.fernet import Fernet
+
+from tests.conftest import ADMIN_PASS, ADMIN_USER
+from tests.support.databases import Database, fresh_database
+from tests.support.emulator import APP_ID, APP_SECRET, RunningEmulator
+from tests.support.processes import ServiceProcess, services_started_together
+from tests.support.waiting import eventually
+
+
+@dataclass
+class Instance:
+    service: ServiceProcess
+    api: httpx.AsyncClient  # authenticated as the admin
+
+    @property
+    def id(self) -> str:
+        return self.service.instance_id
+
+
+@dataclass
+class Cluster:
+    instances: list[Instance]
+    emu: RunningEmulator
+    database: Database
+
+    def __getitem__(self, index: int) -> Instance:
+        return self.instances[index]
+
+    def other_than(self, holder: Instance) -> Instance:
+        return random.choice([i for i in self.instances if i is not holder])
+
+    async def app_connections(self, app_id: str = APP_ID) -> int:
+        items = (await self.emu.control("GET", "/connections"))["items"]
+        return sum(1 for c in items if c["app_id"] == app_id)
+
+    async def create_connector(self, on: Instance, **settings: Any) -> int:
+        body = {
+            "connector_name": "Shared",
+            "app_id": APP_ID,
+            "app_secret": APP_SECRET,
+            "approvers": ["ou_alice"],
+            "prefix_command": "",
+            "rate_limit_per_minute": 100,
+            **settings,
+        }
+        created = await on.api.post("/api/integrations/feishu", json=body)
+        assert created.status_code == 201, created.text
+        connector_id: int = created.json()["id"]
+        await self.verify_and_enable(on, connector_id)
+        return connector_id
+
+    async def verify_and_enable(self, on: Instance, connector_id: int) -> None:
+        verified = await on.api.post(f"/api/integrations/feishu/{connector_id}/verify-callback")
+        assert verified.json()["ok"], verified.text
+        enabled = await on.api.patch(
+            f"/api/integrations/feishu/{connector_id}/enable", json={"enabled": True}
+        )
+        assert enabled.status_code == 200, enabled.text
+
+    async def wait_connected_everywhere(self, connector_id: int, *, timeout: float = 5.0) -> dict[str, Any]:
+        """Every instance holds a connection (the emulator counts them) and says so in the API."""
+        expected = f"connected on {len(self.instances)} of {len(self.instances)} instances"
+
+        async def all_connected() -> dict[str, Any] | None:
+            if await self.app_connections() != len(self.instances):
+                return None
+            body: dict[str, Any] = (
+                await random.choice(self.instances).api.get(f"/api/integrations/feishu/{connector_id}")
+            ).json()
+            return body if body["status_summary"] == expected else None
+
+        return await eventually(all_connected, timeout=timeout)
+
+
+def cluster_env(database: Database, emu_url: str) -> dict[str, str]:
+    return {
+        "ENVIRONMENT": "test",
+        "DATABASE_URL": database.url,
+        "DATABASE_SCHEMA": database.schema,
+        # The same JWT_SECRET and SECRETS_KEY on every instance: tokens and stored secrets are shared.
+        "JWT_SECRET": secrets.token_urlsafe(48),
+        "SECRETS_KEY": Fernet.generate_key().decode(),
+        "INITIAL_ADMIN_USER": ADMIN_USER,
+        "INITIAL_ADMIN_PASS": ADMIN_PASS,
+        "PASSWORD_HASH_MEMORY_KIB": "1024",
+        "PASSWORD_HASH_TIME_COST": "1",
+        "LOG_LEVEL": "WARNING",
+        "FEISHU_BASE_URL": emu_url,
+        "FEISHU_WS_ENABLED": "true",
+        "FEISHU_HTTP_TIMEOUT": "3",
+        # Slow on purpose: a refused connection waits this long, so only a reload can make it quick.
+        "FEISHU_WS_BACKOFF_CAP": "30",
+        "INSTANCE_HEARTBEAT_SECONDS": "0.5",
+        "INSTANCE_TIMEOUT_SECONDS": "3",
+        "PRESENCE_FLUSH_SECONDS": "0.5",
+        "CONNECTOR_RECONCILE_SECONDS": "30",
+        "AGENT_COMMAND_TIMEOUT": "10",
+    }
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, emu: RunningEmulator) -> AsyncIterator[Cluster]:
+    """Three instances started together on an empty schema (the start-up race is part of every test)."""
+    async with (
+        fresh_database("postgresql", tmp_path) as database,
+        services_started_together(cluster_env(database, emu.url), count=3, workdir=tmp_path) as services,
+    ):
+        instances = []
+        for service in services:
+            api = httpx.AsyncClient(base_url=service.url, timeout=10)
+            login = await api.post("/api/auth/login", json={"username": ADMIN_USER, "password": ADMIN_PASS})
+            assert login.status_code == 200, login.text
+            api.headers["Authorization"] = f"Bearer {login.json()['token']}"
+            instances.append(Instance(service, api))
+        try:
+            yield Cluster(instances, emu, database)
+        finally:
+            for instance in instances:
+                await instance.api.aclose()
