@@ -8,16 +8,15 @@ from collections.abc import Collection
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request, WebSocket, status
+from fastapi import APIRouter, Path, Query, Request, WebSocket, status
 from starlette.websockets import WebSocketDisconnect
 
 from echocenter.agents import service
 from echocenter.agents.commands import MAX_PATTERNS, effective, normalize, pattern_error
 from echocenter.agents.hub import AgentHub
-from echocenter.agents.schemas import AgentCreate, AgentCreated, AgentOut, AgentUpdate
+from echocenter.agents.schemas import AgentCreate, AgentCreated, AgentOut, AgentPageOut, AgentUpdate
 from echocenter.api.deps import CurrentAdmin, SessionDep
 from echocenter.cluster.bus import EventBus
-from echocenter.cluster.presence import online_agents
 from echocenter.db.models import Agent
 from echocenter.logging_setup import log_event
 from echocenter.runtime import Runtime
@@ -64,12 +63,29 @@ async def register(body: AgentCreate, _: CurrentAdmin, session: SessionDep, requ
     return AgentCreated(**_out(agent, _hub(request)).model_dump(), token=token)
 
 
-@router.get("", response_model=list[AgentOut], summary="Agents with their online state")
-async def list_agents(_: CurrentAdmin, session: SessionDep, request: Request) -> list[AgentOut]:
-    hub = _hub(request)
+@router.get("", response_model=AgentPageOut, summary="Agents by name, a page at a time, with counts")
+async def list_agents(
+    _: CurrentAdmin,
+    session: SessionDep,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(max_length=64, description="the previous page's next_cursor")] = None,
+    online: Annotated[bool | None, Query(description="only agents online (true) or offline (false)")] = None,
+    q: Annotated[str, Query(max_length=64, description="name prefix, case-insensitive")] = "",
+) -> AgentPageOut:
+    # Filters and counts use the shared view (agent_presence, flushed every few seconds); a row is also
+    # online when this instance holds its socket and has not flushed it yet.
     timeout = timedelta(seconds=request.app.state.runtime.settings.instance_timeout_seconds)
-    anywhere = await online_agents(session, timeout=timeout)  # the shared view: held by any live instance
-    return [_out(a, hub, anywhere) for a in await service.list_agents(session)]
+    page = await service.page_agents(
+        session, timeout=timeout, limit=limit, cursor=cursor, online=online, prefix=q
+    )
+    hub = _hub(request)
+    return AgentPageOut(
+        items=[_out(agent, hub, (agent.name,) if on else ()) for agent, on in page.items],
+        total=page.total,
+        online=page.online,
+        next_cursor=page.next_cursor,
+    )
 
 
 @router.patch(
