@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from echocenter.agents import api as agents_api
 from echocenter.agents.hub import AgentHub
+from echocenter.agents.socket import AgentSocketRoute
 from echocenter.api import health
 from echocenter.api.body_limit import BodySizeLimit
 from echocenter.api.web import mount_web
@@ -225,6 +226,7 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AgentSocketRoute)  # outermost: 20,000 agent sockets skip the router's stack
     app.include_router(health.router)
     app.include_router(auth_api.router)
     app.include_router(connectors_api.router)

@@ -17,6 +17,7 @@ from echocenter.settings import Settings
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from echocenter.agents.socket import AgentSocketRoute
     from echocenter.app import create_app
     from echocenter.fd_limits import raise_open_files_limit
     from echocenter.logging_setup import configure_logging
@@ -26,15 +27,17 @@ def _serve(args: argparse.Namespace) -> int:
     raise_open_files_limit()
     host = args.host or settings.host
     port = args.port or settings.port
+    app = create_app(settings)
     uvicorn.run(
-        create_app(settings),
+        AgentSocketRoute(app, state=app.state),  # agent sockets: the leanest path (agents/socket.py)
         host=host,
         port=port,
         log_level=settings.log_level.lower(),
         # Issue 15 (README "Many agents on one instance"): agent frames are small, so compression saves
-        # nothing and its per-connection state would cost about half of each agent socket's memory.
+        # nothing and its per-connection state would cost about half of each agent socket's memory; the
+        # sans-I/O protocol, trimmed further, is the lightest uvicorn serves.
         ws_per_message_deflate=False,
-        ws="websockets-sansio",
+        ws="echocenter.lean_websocket:LeanWebSocketProtocol",
         loop="echocenter.fd_limits:CalmAcceptLoop",  # EMFILE: back off, one log line
     )
     return 0

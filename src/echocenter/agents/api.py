@@ -1,25 +1,21 @@
-"""Admin routes for agents, and the WebSocket agents connect to."""
+"""Admin routes for agents (the WebSocket agents connect to is agents/socket.py)."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Collection
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, WebSocket, status
-from starlette.websockets import WebSocketDisconnect
+from fastapi import APIRouter, Path, Query, Request, status
 
 from echocenter.agents import service
-from echocenter.agents.commands import MAX_PATTERNS, effective, normalize, pattern_error
+from echocenter.agents.commands import effective
 from echocenter.agents.hub import AgentHub
 from echocenter.agents.schemas import AgentCreate, AgentCreated, AgentOut, AgentPageOut, AgentUpdate
 from echocenter.api.deps import CurrentAdmin, SessionDep
 from echocenter.cluster.bus import EventBus
 from echocenter.db.models import Agent
-from echocenter.logging_setup import log_event
-from echocenter.runtime import Runtime
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/agents", tags=["agents"])
@@ -120,73 +116,3 @@ async def rotate_token(
     agent, token = await service.rotate_token(session, agent_id)
     await _disconnect_everywhere(request, agent.name)  # whoever holds the old token is out
     return AgentCreated(**_out(agent, _hub(request)).model_dump(), token=token)
-
-
-def _token(websocket: WebSocket) -> str:
-    header = websocket.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    return websocket.headers.get("x-agent-token", "").strip()
-
-
-class _Link:
-    def __init__(self, websocket: WebSocket) -> None:
-        self._ws = websocket
-
-    async def send_json(self, data: Any) -> None:
-        await self._ws.send_text(json.dumps(data))
-
-    async def close(self, code: int = 1000, reason: str | None = None) -> None:
-        await self._ws.close(code=code, reason=reason)
-
-
-def _declared(commands: Any) -> list[str] | None:
-    """The agent's own command list from its hello, or None when it is not a list of valid patterns."""
-    if not isinstance(commands, list) or len(commands) > MAX_PATTERNS:
-        return None
-    if not all(isinstance(c, str) and pattern_error(c) is None for c in commands):
-        return None
-    return list(dict.fromkeys(normalize(c) for c in commands))
-
-
-async def _declare(runtime: Runtime, agent_id: int, name: str, commands: Any) -> None:
-    declared = _declared(commands)
-    if declared is None:
-        log_event(log, "agent_hello_refused", level=logging.WARNING, agent=name)
-        return
-    async with runtime.sessions() as session:
-        await service.declare(session, agent_id, declared)
-    log_event(log, "agent_declared", agent=name, commands=len(declared))
-
-
-@router.websocket("/ws")
-async def agent_socket(websocket: WebSocket) -> None:
-    runtime: Runtime = websocket.app.state.runtime
-    hub: AgentHub = websocket.app.state.agents
-    async with runtime.sessions() as session:
-        agent = await service.authenticate(session, _token(websocket))
-    if agent is None:
-        await websocket.close(code=4401, reason="unknown or revoked agent token")  # before accept: HTTP 403
-        return
-    await websocket.accept()
-    link = _Link(websocket)
-    await hub.attach(agent.name, agent.id, link)
-    try:
-        while True:
-            raw = await websocket.receive_text()
-            try:
-                message = json.loads(raw)
-            except ValueError:
-                continue
-            if not isinstance(message, dict):
-                continue
-            if message.get("type") == "result":
-                hub.take_result(agent.name, message)
-            elif message.get("type") == "hello":
-                await _declare(runtime, agent.id, agent.name, message.get("commands"))
-            hub.heartbeat(agent.name)  # heartbeats and results both count; buffered, never awaited here
-    except (WebSocketDisconnect, RuntimeError):
-        pass
-    finally:
-        hub.detach(agent.name, link)
-        log_event(log, "agent_socket_closed", agent=agent.name)

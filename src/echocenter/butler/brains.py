@@ -9,8 +9,6 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import openai
-
 from echocenter.feishu.untrusted import inert
 
 log = logging.getLogger(__name__)
@@ -137,6 +135,9 @@ COMMAND_TOOL: dict[str, Any] = {
 
 class LLMBrain:
     def __init__(self, *, base_url: str, api_token: str, model: str, timeout: float) -> None:
+        import openai  # here, not at the top: about 14 MB of RSS, only when an LLM is configured (issue 15)
+
+        self._openai_error: type[Exception] = openai.OpenAIError
         self._client = openai.AsyncOpenAI(
             base_url=base_url, api_key=api_token, timeout=timeout, max_retries=1
         )
@@ -161,7 +162,7 @@ class LLMBrain:
                 messages=self._messages(context),  # type: ignore[arg-type]
                 tools=[command_tool(context.agent_commands)],  # type: ignore[list-item]
             )
-        except openai.OpenAIError as exc:
+        except self._openai_error as exc:
             raise BrainError(f"the language model failed: {type(exc).__name__}") from exc
         if not completion.choices:
             raise BrainError("the language model answered nothing")

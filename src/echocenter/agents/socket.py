@@ -1,0 +1,124 @@
+"""The WebSocket agents connect to, served as plain ASGI in front of the FastAPI router.
+
+One instance holds up to 20,000 of these at once (issue 15), so each costs what it must and no more: no
+FastAPI/Starlette WebSocket and route stack kept alive per connection (a good part of a connection's
+memory), no database session held after the token check, nothing awaited on the database while frames
+wait to be read (presence is buffered, cluster/presence.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from echocenter.agents import service
+from echocenter.agents.commands import MAX_PATTERNS, normalize, pattern_error
+from echocenter.agents.hub import AgentHub
+from echocenter.logging_setup import log_event
+from echocenter.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+AGENT_SOCKET_PATH = "/api/agents/ws"
+
+
+class AgentSocketRoute:
+    """ASGI middleware: the agent socket is answered here, everything else goes to the app.
+
+    Inside the app (``add_middleware``) it finds the app's state in the scope; `echocenter serve` also wraps
+    the whole app in one (``state=app.state``), so agent sockets skip even FastAPI's outer layers."""
+
+    def __init__(self, app: ASGIApp, *, state: Any = None) -> None:
+        self.app = app
+        self._state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == AGENT_SOCKET_PATH:
+            state = self._state if self._state is not None else scope["app"].state
+            await agent_socket(state.runtime, state.agents, scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _token(scope: Scope) -> str:
+    headers: dict[bytes, bytes] = {name.lower(): value for name, value in scope["headers"]}
+    header = headers.get(b"authorization", b"").decode("latin-1")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return headers.get(b"x-agent-token", b"").decode("latin-1").strip()
+
+
+class _Link:
+    """How the hub talks to one agent: JSON text frames out, and a close."""
+
+    __slots__ = ("_send",)
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+
+    async def send_json(self, data: Any) -> None:
+        await self._send({"type": "websocket.send", "text": json.dumps(data)})
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        await self._send({"type": "websocket.close", "code": code, "reason": reason or ""})
+
+
+def _declared(commands: Any) -> list[str] | None:
+    """The agent's own command list from its hello, or None when it is not a list of valid patterns."""
+    if not isinstance(commands, list) or len(commands) > MAX_PATTERNS:
+        return None
+    if not all(isinstance(c, str) and pattern_error(c) is None for c in commands):
+        return None
+    return list(dict.fromkeys(normalize(c) for c in commands))
+
+
+async def _declare(runtime: Runtime, agent_id: int, name: str, commands: Any) -> None:
+    declared = _declared(commands)
+    if declared is None:
+        log_event(log, "agent_hello_refused", level=logging.WARNING, agent=name)
+        return
+    async with runtime.sessions() as session:
+        await service.declare(session, agent_id, declared)
+    log_event(log, "agent_declared", agent=name, commands=len(declared))
+
+
+async def _identify(runtime: Runtime, token: str) -> tuple[int, str] | None:
+    """The agent's id and name, or None; the session and ORM object end here, not with the connection."""
+    async with runtime.sessions() as session:
+        agent = await service.authenticate(session, token)
+    return None if agent is None else (agent.id, agent.name)
+
+
+async def agent_socket(runtime: Runtime, hub: AgentHub, scope: Scope, receive: Receive, send: Send) -> None:
+    if (await receive())["type"] != "websocket.connect":
+        return
+    identity = await _identify(runtime, _token(scope))
+    if identity is None:  # closed before accept: the client sees HTTP 403
+        await send({"type": "websocket.close", "code": 4401, "reason": "unknown or revoked agent token"})
+        return
+    agent_id, name = identity
+    await send({"type": "websocket.accept"})
+    link = _Link(send)
+    await hub.attach(name, agent_id, link)
+    try:
+        while True:
+            event = await receive()
+            if event["type"] != "websocket.receive":
+                break  # websocket.disconnect
+            try:
+                message = json.loads(event.get("text") or "")
+            except ValueError:
+                continue  # not JSON (or a binary frame): ignored
+            if not isinstance(message, dict):
+                continue
+            if message.get("type") == "result":
+                hub.take_result(name, message)
+            elif message.get("type") == "hello":
+                await _declare(runtime, agent_id, name, message.get("commands"))
+            hub.heartbeat(name)  # heartbeats and results both count; buffered, never awaited here
+    finally:
+        hub.detach(name, link)
+        log_event(log, "agent_socket_closed", agent=name)
