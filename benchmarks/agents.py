@@ -23,10 +23,11 @@ import secrets
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
-from sqlalchemy import insert
+from sqlalchemy import func, insert, select
 from websockets.asyncio.client import ClientConnection, connect
 
 from echocenter.agents.service import TOKEN_PREFIX, hash_token
@@ -127,13 +128,13 @@ class Client:
         return (await self.process.stdout.readline()).decode().strip()
 
 
-async def health_sampler(http: httpx.AsyncClient, stop: asyncio.Event) -> list[float]:
+async def health_sampler(http: httpx.AsyncClient, stop: asyncio.Event, every: float) -> list[float]:
     samples: list[float] = []
     while not stop.is_set():
         started = time.perf_counter()
         await http.get("/api/health")
         samples.append((time.perf_counter() - started) * 1000)
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(every)
     return samples
 
 
@@ -159,16 +160,23 @@ async def register(database: Path, count: int) -> list[str]:
     return tokens
 
 
-async def all_seen(http: httpx.AsyncClient, count: int, since: float) -> None:
-    """Until the presence flush has written every agent's last heartbeat (the round is absorbed)."""
-    while True:
-        page = (await http.get("/api/agents", params={"online": "true", "limit": 1})).json()
-        if page["online"] >= count:
-            return
-        await asyncio.sleep(0.2)
+async def all_seen(database: Path, count: int, since: datetime) -> None:
+    """Until the presence flush has written every agent's heartbeat of this round (the round is absorbed)."""
+    engine = make_engine(f"sqlite+aiosqlite:///{database}")
+    try:
+        while True:
+            async with engine.connect() as conn:
+                seen = await conn.scalar(
+                    select(func.count()).select_from(Agent).where(Agent.last_seen_at >= since)
+                )
+            if seen is not None and seen >= count:
+                return
+            await asyncio.sleep(0.1)
+    finally:
+        await engine.dispose()
 
 
-async def main(agents: int, per_process: int, window: float) -> None:
+async def main(agents: int, per_process: int, window: float, interval: float) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     password = secrets.token_urlsafe(12)
@@ -224,29 +232,31 @@ async def main(agents: int, per_process: int, window: float) -> None:
 
                 # One heartbeat from every agent at once.
                 stop = asyncio.Event()
-                sampler = asyncio.create_task(health_sampler(http, stop))
+                sampler = asyncio.create_task(health_sampler(http, stop, 0.02))
+                round_start = utcnow()
                 cpu0, started = cpu_seconds(service.pid), time.monotonic()
                 for client in clients:
                     assert client.process.stdin is not None
                     client.process.stdin.write(b"round\n")
                 await asyncio.gather(*(c.answer() for c in clients))
                 sent = time.monotonic() - started
-                await all_seen(http, agents, started)
+                await all_seen(Path(data_dir) / "echocenter.db", agents, round_start)
                 absorbed = time.monotonic() - started
                 cpu = cpu_seconds(service.pid) - cpu0
+                await asyncio.sleep(1)  # and a second after it
                 stop.set()
                 samples = await sampler
                 print(
-                    f"heartbeat round: {agents} sent in {sent:.2f} s, written by {absorbed:.2f} s; "
+                    f"heartbeat round: {agents} sent in {sent:.2f} s, all written by {absorbed:.2f} s; "
                     f"service CPU {cpu:.2f} s; health p50 {pct(samples, 0.5):.1f} ms, "
                     f"p95 {pct(samples, 0.95):.1f} ms, max {max(samples):.1f} ms ({len(samples)} samples)"
                 )
 
                 # Steady 10 s heartbeats for the window.
                 for client in clients:
-                    assert (await client.ask("steady 10")) == "steady"
+                    assert (await client.ask(f"steady {interval}")) == "steady"
                 stop = asyncio.Event()
-                sampler = asyncio.create_task(health_sampler(http, stop))
+                sampler = asyncio.create_task(health_sampler(http, stop, 0.5))  # light: CPU is measured
                 cpu0, started = cpu_seconds(service.pid), time.monotonic()
                 await asyncio.sleep(window)
                 cpu = cpu_seconds(service.pid) - cpu0
@@ -255,7 +265,7 @@ async def main(agents: int, per_process: int, window: float) -> None:
                 closed = sum([int((await c.ask("closed")).split()[1]) for c in clients])
                 page = (await http.get("/api/agents", params={"limit": 1})).json()
                 print(
-                    f"steady {window:.0f} s of 10 s heartbeats: {closed} disconnects, service CPU "
+                    f"steady {window:.0f} s of {interval:g} s heartbeats: {closed} disconnects, service CPU "
                     f"{100 * cpu / window:.1f} % of one core, health p50 {pct(samples, 0.5):.1f} ms, "
                     f"online {page['online']}/{page['total']}, RSS {rss_mib(service.pid):.0f} MiB"
                 )
@@ -276,5 +286,6 @@ if __name__ == "__main__":
     parser.add_argument("agents", type=int, nargs="?", default=19_900)
     parser.add_argument("--per-process", type=int, default=5_000)
     parser.add_argument("--window", type=float, default=60.0, help="seconds of steady heartbeats")
+    parser.add_argument("--interval", type=float, default=10.0, help="seconds between an agent's heartbeats")
     args = parser.parse_args()
-    asyncio.run(main(args.agents, args.per_process, args.window))
+    asyncio.run(main(args.agents, args.per_process, args.window, args.interval))
