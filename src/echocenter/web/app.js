@@ -429,7 +429,9 @@ async function loadAgents() {
   const query = new URLSearchParams({ limit: AGENT_PAGE, q: $("agent-q").value.trim() });
   if ($("agent-online").value) query.set("online", $("agent-online").value);
   if (agentPages.cursor) query.set("cursor", agentPages.cursor);
+  const seq = (agentPages.seq = (agentPages.seq || 0) + 1);
   const page = await api("GET", `/api/agents?${query}`);
+  if (seq !== agentPages.seq) return; // typing fired a newer request: its answer wins
   $("agent-counts").textContent = `${page.online} of ${page.total} online`;
   $("agent-prev").hidden = agentPages.cursors.length === 0;
   $("agent-next").hidden = !page.next_cursor;
