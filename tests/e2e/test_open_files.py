@@ -25,7 +25,8 @@ ADMIN = ("admin", "admin-password-1")
 
 
 @contextmanager
-def service_with_few_descriptors(tmp_path: Path) -> Iterator[ServiceProcess]:
+def service_with_few_descriptors(tmp_path: Path, open_files: int = OPEN_FILES) -> Iterator[ServiceProcess]:
+    """`echocenter serve` on SQLite with RLIMIT_NOFILE lowered (soft and hard) to ``open_files``."""
     port = free_port()
     env = {
         "PATH": "/usr/bin:/bin",
@@ -43,7 +44,7 @@ def service_with_few_descriptors(tmp_path: Path) -> Iterator[ServiceProcess]:
     }
 
     def lower_limit() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES, OPEN_FILES))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
 
     log_path = tmp_path / "service.log"
     with log_path.open("wb") as log:

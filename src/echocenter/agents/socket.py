@@ -8,8 +8,10 @@ wait to be read (presence is buffered, cluster/presence.py).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -85,6 +87,21 @@ async def _declare(runtime: Runtime, agent_id: int, name: str, commands: Any) ->
     log_event(log, "agent_declared", agent=name, commands=len(declared))
 
 
+_writes: set[asyncio.Task[None]] = set()  # declarations being written (a strong reference until done)
+
+
+def _spawn(write: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.ensure_future(write)
+    _writes.add(task)
+    task.add_done_callback(_written)
+
+
+def _written(task: asyncio.Task[None]) -> None:
+    _writes.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log_event(log, "agent_declare_failed", level=logging.WARNING, error=type(task.exception()).__name__)
+
+
 async def _identify(runtime: Runtime, token: str) -> tuple[int, str] | None:
     """The agent's id and name, or None; the session and ORM object end here, not with the connection."""
     async with runtime.sessions() as session:
@@ -117,7 +134,9 @@ async def agent_socket(runtime: Runtime, hub: AgentHub, scope: Scope, receive: R
             if message.get("type") == "result":
                 hub.take_result(name, message)
             elif message.get("type") == "hello":
-                await _declare(runtime, agent_id, name, message.get("commands"))
+                # Written beside the read loop, not in it: uvicorn stops reading a socket while its last
+                # frame waits for the app, and 20,000 hellos queue on the database at a mass reconnect.
+                _spawn(_declare(runtime, agent_id, name, message.get("commands")))
             hub.heartbeat(name)  # heartbeats and results both count; buffered, never awaited here
     finally:
         hub.detach(name, link)
