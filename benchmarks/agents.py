@@ -269,6 +269,20 @@ async def main(agents: int, per_process: int, window: float, interval: float) ->
                     f"{100 * cpu / window:.1f} % of one core, health p50 {pct(samples, 0.5):.1f} ms, "
                     f"online {page['online']}/{page['total']}, RSS {rss_mib(service.pid):.0f} MiB"
                 )
+
+                # All agents leave: how fast the service lets go of them.
+                for client in clients:
+                    client.process.kill()
+                    await client.process.wait()
+                started = time.monotonic()
+                for _ in range(600):
+                    if (await http.get("/api/agents", params={"limit": 1})).json()["online"] == 0:
+                        break
+                    await asyncio.sleep(0.2)
+                print(
+                    f"all disconnected: offline in the list after {time.monotonic() - started:.1f} s, "
+                    f"RSS {rss_mib(service.pid):.0f} MiB"
+                )
         finally:
             for client in clients:
                 if client.process.returncode is None:
