@@ -3,7 +3,8 @@
 Measured per idle agent socket (benchmarks/agents.py): uvicorn keeps the upgrade request and its 101
 response, each with its headers, for the connection's whole life, and an asyncio.Queue plus an
 asyncio.Event (five deques of 624 bytes between them, mostly empty). Here the handshake objects are dropped
-once the 101 is sent (the scope's raw headers too: the agent socket reads its token before accepting), and
+once the 101 is sent (and the scope cut to its type, path and client: the agent socket reads its token
+before accepting), and
 the queue and event are replaced by a list and a flag that make a future only while someone waits.
 `echocenter serve` passes this class as uvicorn's ``ws`` (README "Many agents on one instance").
 """
@@ -75,6 +76,9 @@ class _Gate:
         await waiter
 
 
+_SCOPE_KEPT = frozenset({"type", "path", "client", "app"})
+
+
 class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -85,4 +89,9 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         await super().send(message)
         if message["type"] == "websocket.accept" and self.handshake_complete:
             self.request = self.response = None  # type: ignore[assignment]
-            self.scope["headers"] = []
+            # uvicorn reads the scope only up to the handshake (its access log); the app has read it too.
+            scope: dict[str, Any] = self.scope  # type: ignore[assignment]
+            for key in tuple(scope):
+                if key not in _SCOPE_KEPT:
+                    del scope[key]
+            scope["headers"] = []
