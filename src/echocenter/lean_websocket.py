@@ -4,8 +4,8 @@ Measured per idle agent socket (benchmarks/agents.py): uvicorn keeps the upgrade
 response, each with its headers, for the connection's whole life, and an asyncio.Queue plus an
 asyncio.Event (five deques of 624 bytes between them, mostly empty). Here the handshake objects are dropped
 once the 101 is sent (and the scope cut to its type, path and client: the agent socket reads its token
-before accepting), and
-the queue and event are replaced by a list and a flag that make a future only while someone waits.
+before accepting), and the queue and event are replaced by a list and a flag that make a future only while
+someone waits.
 `echocenter serve` passes this class as uvicorn's ``ws`` (README "Many agents on one instance").
 """
 
