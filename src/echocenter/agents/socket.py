@@ -109,6 +109,30 @@ async def _identify(runtime: Runtime, token: str) -> tuple[int, str] | None:
     return None if agent is None else (agent.id, agent.name)
 
 
+async def _next_text(receive: Receive) -> str | None:
+    """The next frame's text ("" for a binary frame), or None once the socket is closed."""
+    event = await receive()
+    if event["type"] != "websocket.receive":
+        return None  # websocket.disconnect
+    return event.get("text") or ""
+
+
+def _handle(runtime: Runtime, hub: AgentHub, agent_id: int, name: str, text: str) -> None:
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return  # not JSON (or a binary frame): ignored
+    if not isinstance(message, dict):
+        return
+    if message.get("type") == "result":
+        hub.take_result(name, message)
+    elif message.get("type") == "hello":
+        # Written beside the read loop, not in it: uvicorn stops reading a socket while its last frame
+        # waits for the app, and 20,000 hellos queue on the database at a mass reconnect.
+        _spawn(_declare(runtime, agent_id, name, message.get("commands")))
+    hub.heartbeat(name)  # heartbeats and results both count; buffered, never awaited here
+
+
 async def agent_socket(runtime: Runtime, hub: AgentHub, scope: Scope, receive: Receive, send: Send) -> None:
     if (await receive())["type"] != "websocket.connect":
         return
@@ -121,23 +145,9 @@ async def agent_socket(runtime: Runtime, hub: AgentHub, scope: Scope, receive: R
     link = _Link(send)
     await hub.attach(name, agent_id, link)
     try:
-        while True:
-            event = await receive()
-            if event["type"] != "websocket.receive":
-                break  # websocket.disconnect
-            try:
-                message = json.loads(event.get("text") or "")
-            except ValueError:
-                continue  # not JSON (or a binary frame): ignored
-            if not isinstance(message, dict):
-                continue
-            if message.get("type") == "result":
-                hub.take_result(name, message)
-            elif message.get("type") == "hello":
-                # Written beside the read loop, not in it: uvicorn stops reading a socket while its last
-                # frame waits for the app, and 20,000 hellos queue on the database at a mass reconnect.
-                _spawn(_declare(runtime, agent_id, name, message.get("commands")))
-            hub.heartbeat(name)  # heartbeats and results both count; buffered, never awaited here
+        while (text := await _next_text(receive)) is not None:
+            _handle(runtime, hub, agent_id, name, text)
+            text = None  # nothing of the last frame stays with an idle socket (20,000 of them)
     finally:
         hub.detach(name, link)
         log_event(log, "agent_socket_closed", agent=name)
