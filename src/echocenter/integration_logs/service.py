@@ -40,6 +40,8 @@ class LogAction(StrEnum):
     WS_AUTH_CARD_DECISION = "ws_auth_card_decision"
     APPROVAL_RESULT = "approval_result"
     BUTLER_ERROR = "butler_error"
+    INBOX_REDRIVE = "inbox_redrive"  # an unfinished message taken up again after its lease ran out
+    INBOX_FAILED = "inbox_failed"  # given up on after too many attempts (the reason is in the row)
 
 
 # Belt and braces: whatever a caller passes, these keys never reach the log.
