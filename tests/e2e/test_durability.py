@@ -62,8 +62,7 @@ async def test_one_instance_on_sqlite_killed_mid_flow_answers_every_message_once
         async def kill() -> None:
             running[0].kill()
             await running[0].process.wait()
-            tally.read(patient_emu)
-            tally.acked_before_kill = set(tally.acked)
+            tally.mark_kill(patient_emu)
 
         await flow(patient_emu, tally, count=200, rate=100, at=100, event=kill)
         assert tally.acked_before_kill, "the kill came before anything was acked: nothing was tested"
@@ -88,8 +87,7 @@ async def test_three_instances_on_postgresql_one_killed_answer_every_message_onc
         async def kill() -> None:
             running[1].kill()
             await running[1].process.wait()
-            tally.read(patient_emu)
-            tally.acked_before_kill = set(tally.acked)
+            tally.mark_kill(patient_emu)
 
         await flow(patient_emu, tally, count=150, rate=30, at=60, event=kill)
         assert tally.acked_before_kill

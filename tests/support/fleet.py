@@ -155,6 +155,7 @@ class Tally:
 
     sent: dict[str, str] = field(default_factory=dict)  # message_id → event_id
     acked_before_kill: set[str] = field(default_factory=set)
+    answered_before_kill: set[str] = field(default_factory=set)
     acked: set[str] = field(default_factory=set)
     replies: Counter[str] = field(default_factory=Counter)
 
@@ -166,6 +167,11 @@ class Tally:
             for m in list(emu.world.messages.values())
             if m.sender_type == "app" and m.parent_id in self.sent
         )
+
+    def mark_kill(self, emu: RunningEmulator) -> None:
+        """What stood where the moment an instance died."""
+        self.read(emu)
+        self.acked_before_kill, self.answered_before_kill = set(self.acked), set(self.answered)
 
     @property
     def answered(self) -> set[str]:
@@ -184,6 +190,8 @@ class Tally:
         return {
             "sent": len(self.sent),
             "acked before the kill": len(self.acked_before_kill),
+            # the ones a crash used to lose: acked, so Feishu will not push them again, and not yet answered
+            "unanswered at the kill": len(self.acked_before_kill - self.answered_before_kill),
             "acked": len(self.acked),
             "answered": len(self.answered),
             "answered twice": len(self.answered_twice),

@@ -1,0 +1,124 @@
+"""Chaos benchmark: kill -9 in the middle of a message flow, and count what every message got.
+
+Two scenarios, each with EchoCenter as real ``echocenter serve`` processes and the emulator delivering at
+random among the live connections, pushing again what is not acked within Feishu's 3 s:
+
+1. one instance on SQLite, 100 messages/s, killed -9 half-way, then restarted;
+2. three instances on one PostgreSQL schema, 30 messages/s, one killed -9 (not restarted).
+
+Printed per scenario: sent, acked (before the kill / in all), answered, answered twice, lost (acked and
+never answered), commands executed twice (no commands are in these flows: each message asks for a status).
+It uses the harness of tests/e2e/test_durability.py (tests/support/fleet.py), so figures and tests measure
+the same thing. PostgreSQL from TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test).
+
+Usage: python benchmarks/chaos.py [--single N] [--multi N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the harness lives in tests/support
+
+from tests.support.databases import fresh_database
+from tests.support.emulator import RunningEmulator, running_emulator
+from tests.support.fleet import (
+    Service,
+    Tally,
+    connections,
+    create_connector,
+    database_engine,
+    flow,
+    service_env,
+    services,
+    settle,
+    start_service,
+    wait_for,
+)
+
+from echocenter.emulator import EmulatorConfig
+
+FEISHU = EmulatorConfig(ack_timeout_seconds=3.0, max_delivery_attempts=60)  # Feishu's 3 s, retried long
+
+
+def killer(service: Service, tally: Tally, emu: RunningEmulator) -> Callable[[], Awaitable[None]]:
+    async def kill() -> None:
+        service.kill()
+        await service.process.wait()
+        tally.mark_kill(emu)
+
+    return kill
+
+
+async def single_on_sqlite(count: int, work: Path) -> Tally:
+    tally = Tally()
+    url = f"sqlite+aiosqlite:///{work / 'echocenter.db'}"
+    async with running_emulator(FEISHU) as emu, services() as running, database_engine(url, "") as engine:
+        env = service_env(database_url=url, schema="", emulator_url=emu.url, data_dir=work / "data")
+        running.append(await start_service(env, work / "single.log"))
+        await create_connector(running[0])
+        await wait_for(lambda: connections(emu), timeout=15, what="connected")
+        await flow(emu, tally, count=count, rate=100, at=count // 2, event=killer(running[0], tally, emu))
+        running.append(await start_service(env, work / "single.log"))
+        await settle(emu, tally, engine, timeout=120)
+    return tally
+
+
+async def several_on_postgresql(count: int, work: Path) -> Tally:
+    tally = Tally()
+    async with (
+        running_emulator(FEISHU) as emu,
+        fresh_database("postgresql", work) as db,
+        services() as running,
+    ):
+        env = service_env(database_url=db.url, schema=db.schema, emulator_url=emu.url, data_dir=work / "data")
+        running.append(await start_service(env, work / "multi-1.log"))
+        await create_connector(running[0])  # before the others start, so each connects at start
+        running.extend(await asyncio.gather(*(start_service(env, work / f"multi-{i}.log") for i in (2, 3))))
+
+        async def three() -> bool:
+            return await connections(emu) >= 3
+
+        await wait_for(three, timeout=30, what="three connections")
+        await flow(emu, tally, count=count, rate=30, at=count // 2, event=killer(running[1], tally, emu))
+        async with database_engine(db.url, db.schema) as engine:
+            await settle(emu, tally, engine, timeout=120)
+    return tally
+
+
+HEADER = (
+    "| scenario | sent | acked before the kill / in all | of those, unanswered at the kill | answered "
+    "| answered twice | lost | commands executed twice |"
+)
+
+
+def row(name: str, tally: Tally) -> str:
+    f = tally.figures()
+    cells = [name, f["sent"], f"{f['acked before the kill']} / {f['acked']}", f["unanswered at the kill"]]
+    cells += [f["answered"], f["answered twice"], f["lost"], 0]
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--single", type=int, default=300, help="messages in the SQLite scenario")
+    parser.add_argument("--multi", type=int, default=150, help="messages in the PostgreSQL scenario")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as single_dir, tempfile.TemporaryDirectory() as multi_dir:
+        single = await single_on_sqlite(args.single, Path(single_dir))
+        several = await several_on_postgresql(args.multi, Path(multi_dir))
+    print(HEADER)
+    print("|---" * (HEADER.count(" | ") + 1) + "|")
+    print(row("1 instance, SQLite, kill -9 at 100 msg/s, restart", single))
+    print(row("3 instances, PostgreSQL, one killed -9 at 30 msg/s", several))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
