@@ -33,6 +33,7 @@ from echocenter.logging_setup import log_event
 log = logging.getLogger(__name__)
 
 TEXT_PREVIEW_CHARS = 200
+MOVE_LINGER_SECONDS = 0.05
 Spawn = Callable[[Awaitable[Any]], None]
 
 
@@ -83,7 +84,8 @@ class Inbox:
         self._lease = lease
         self._retry_after = retry_after
         self._max_attempts = max_attempts
-        self._moves = Batcher(self._move_batch, max_batch=max_batch)
+        # State moves linger a moment to share transactions: the claims that acks wait for come first.
+        self._moves = Batcher(self._move_batch, max_batch=max_batch, linger=MOVE_LINGER_SECONDS)
         self._driving: set[int] = set()
 
     # --- driving one message ------------------------------------------------------------------------
