@@ -246,16 +246,17 @@ class FeishuBridge:
         event = await self._parse(connector_id, payload, transport=transport)
         if event is None:
             return None
-        await self._touch_last_event(connector_id)
+        self._spawn(self._touch_last_event(connector_id))  # bookkeeping: not on the way to the ack
         if isinstance(event, MessageEvent):
             admission = await self._pipeline.admit(
                 connector_id=connector_id,
                 event=event,
                 bot_open_id=await self._learn_bot_open_id(connector_id),
+                transport=transport,
             )
             if admission.outcome is Outcome.ADMITTED:
                 assert admission.row_id is not None and admission.message is not None
-                work = Work(admission.row_id, InboundStatus.RECEIVED, admission.message, transport)
+                work = Work(admission.row_id, InboundStatus.RECEIVED, admission.message)
                 self._spawn(self._inbox.drive(work, self.butler))
             return admission
         if isinstance(event, OtherEvent):

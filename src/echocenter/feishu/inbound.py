@@ -7,8 +7,9 @@ commit, SQLAlchemy Core). It ends with the message durable in the inbox (``inbou
 may the transport ack it, so nothing acked is ever lost. "Route" is the inbox's job (``feishu/inbox.py``):
 it hands the message to the Butler after the ack and drives it to answered, re-driving it after a crash.
 
-Every stop but a duplicate leaves a ``ws_filtered`` entry with its reason. The same pipeline serves the long
-connection and the HTTP callback.
+Every stop but a duplicate leaves a ``ws_filtered`` entry with its reason; an admitted message leaves
+``ws_routed`` (in the same transaction: from then on the inbox owns its routing). The same pipeline serves
+the long connection and the HTTP callback.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class Arrival:
     connector_id: int
     event: MessageEvent
     bot_open_id: str | None
+    transport: str = "ws"
 
     @property
     def key(self) -> tuple[int, str]:
@@ -263,6 +265,16 @@ async def rate_limit(
         )
 
 
+def _routed_log(arrival: Arrival, text: str) -> dict[str, Any]:
+    return log_row(
+        connector_id=arrival.connector_id,
+        action=LogAction.WS_ROUTED,
+        transport=arrival.transport,
+        text=text[:TEXT_PREVIEW_CHARS],
+        **where(arrival.event),
+    )
+
+
 def _admission(
     arrival: Arrival,
     verdict: Verdict,
@@ -277,6 +289,7 @@ def _admission(
     if verdict is not FilterReason.CONNECTOR_DISABLED and row_id is None:
         return Admission(Outcome.DUPLICATE, FilterReason.DUPLICATE)  # seen before, here or elsewhere: silent
     if isinstance(verdict, Allowed):
+        logs.append(_routed_log(arrival, verdict.text))
         message = message_of(arrival.connector_id, arrival.event, verdict.text)
         return Admission(Outcome.ADMITTED, row_id=row_id, message=message)
     detail: dict[str, Any] = {}
@@ -320,9 +333,11 @@ class InboundPipeline:
         self._owner = owner
         self._admit = Batcher(self._admit_batch, max_batch=max_batch)
 
-    async def admit(self, *, connector_id: int, event: MessageEvent, bot_open_id: str | None) -> Admission:
+    async def admit(
+        self, *, connector_id: int, event: MessageEvent, bot_open_id: str | None, transport: str = "ws"
+    ) -> Admission:
         """Raises when the database cannot take the message: then it must not be acked."""
-        return await self._admit.submit(Arrival(connector_id, event, bot_open_id))
+        return await self._admit.submit(Arrival(connector_id, event, bot_open_id, transport))
 
     async def _admit_batch(self, arrivals: Sequence[Arrival]) -> list[Admission]:
         lease = Lease(self._owner, utcnow() + self._lease)

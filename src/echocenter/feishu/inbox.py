@@ -32,7 +32,6 @@ from echocenter.logging_setup import log_event
 
 log = logging.getLogger(__name__)
 
-TEXT_PREVIEW_CHARS = 200
 MOVE_LINGER_SECONDS = 0.05
 Spawn = Callable[[Awaitable[Any]], None]
 
@@ -49,14 +48,12 @@ class Work:
     row_id: int
     status: InboundStatus
     message: InboundMessage
-    transport: str = "ws"
 
 
 @dataclass(frozen=True, slots=True)
 class _Move:
     row_id: int
     status: InboundStatus
-    log: dict[str, Any] | None = None
 
 
 def _where(message: InboundMessage) -> dict[str, Any]:
@@ -97,7 +94,7 @@ class Inbox:
         try:
             if work.status is InboundStatus.RECEIVED:
                 await butler.handle(work.message)  # the user's turn, stored once (unique key)
-                await self._moves.submit(_Move(work.row_id, InboundStatus.ROUTED, self._routed_log(work)))
+                await self._moves.submit(_Move(work.row_id, InboundStatus.ROUTED))
             await butler.answer(work.message)  # every reply has a deterministic Feishu uuid
             await self._moves.submit(_Move(work.row_id, InboundStatus.ANSWERED))
             return InboundStatus.ANSWERED
@@ -106,16 +103,6 @@ class Inbox:
             return None
         finally:
             self._driving.discard(work.row_id)
-
-    @staticmethod
-    def _routed_log(work: Work) -> dict[str, Any]:
-        return log_row(
-            connector_id=work.message.connector_id,
-            action=LogAction.WS_ROUTED,
-            transport=work.transport,
-            text=work.message.text[:TEXT_PREVIEW_CHARS],
-            **_where(work.message),
-        )
 
     async def _retry_later(self, work: Work, exc: Exception) -> None:
         log.warning("inbox_drive_failed message_id=%s", work.message.message_id, exc_info=exc)
@@ -147,9 +134,6 @@ class Inbox:
                     values.update(lease_owner=None, lease_until=None, finished_at=utcnow(), payload=None)
                 ids = [m.row_id for m in moves if m.status is status]
                 await conn.execute(update(InboundRow).where(InboundRow.id.in_(ids)).values(**values))
-            logs = [m.log for m in moves if m.log is not None]
-            if logs:
-                await conn.execute(insert(IntegrationLog), logs)
         return [None] * len(moves)
 
     # --- the sweep: re-drive what was left behind ---------------------------------------------------
