@@ -350,12 +350,16 @@ class InboundPipeline:
 
 
 async def prune_seen_messages(session: AsyncSession, *, max_age: timedelta) -> int:
-    """Forget finished messages past the dedup retention (an unfinished one is kept until it is done)."""
+    """Forget finished messages past the dedup retention (an unfinished one is kept until it is done), and
+    the rate windows of senders quiet for longer than a window."""
     result = await session.execute(
         delete(InboundRow).where(
             InboundRow.received_at < utcnow() - max_age,
             InboundRow.status.not_in([InboundStatus.RECEIVED.value, InboundStatus.ROUTED.value]),
         )
+    )
+    await session.execute(
+        delete(InboundRateWindow).where(InboundRateWindow.window_start < utcnow() - 2 * RATE_WINDOW)
     )
     await session.commit()
     return int(getattr(result, "rowcount", 0) or 0)
