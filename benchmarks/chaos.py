@@ -6,8 +6,10 @@ random among the live connections, pushing again what is not acked within Feishu
 1. one instance on SQLite, 100 messages/s, killed -9 half-way, then restarted;
 2. three instances on one PostgreSQL schema, 30 messages/s, one killed -9 (not restarted).
 
-Printed per scenario: sent, acked (before the kill / in all), answered, answered twice, lost (acked and
-never answered), commands executed twice (no commands are in these flows: each message asks for a status).
+Printed per scenario: sent, acked (before the kill / in all), answered, answered twice (replies the users
+see), reply requests (a re-driven reply is sent again with the same Feishu uuid, which Feishu — and the
+emulator — answer with the first message instead of a second), lost (acked and never answered), commands
+executed twice (no commands are in these flows: each message asks for a status).
 It uses the harness of tests/e2e/test_durability.py (tests/support/fleet.py), so figures and tests measure
 the same thing. PostgreSQL from TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test).
 
@@ -93,14 +95,14 @@ async def several_on_postgresql(count: int, work: Path) -> Tally:
 
 HEADER = (
     "| scenario | sent | acked before the kill / in all | of those, unanswered at the kill | answered "
-    "| answered twice | lost | commands executed twice |"
+    "| answered twice | reply requests | lost | commands executed twice |"
 )
 
 
 def row(name: str, tally: Tally) -> str:
     f = tally.figures()
     cells = [name, f["sent"], f"{f['acked before the kill']} / {f['acked']}", f["unanswered at the kill"]]
-    cells += [f["answered"], f["answered twice"], f["lost"], 0]
+    cells += [f["answered"], f["answered twice"], f["reply requests"], f["lost"], 0]
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 

@@ -158,6 +158,7 @@ class Tally:
     answered_before_kill: set[str] = field(default_factory=set)
     acked: set[str] = field(default_factory=set)
     replies: Counter[str] = field(default_factory=Counter)
+    reply_requests: int = 0  # reply calls the emulator took, repeats (same uuid) included
 
     def read(self, emu: RunningEmulator) -> None:
         by_event = {d.event_id: d for d in emu.emulator.hub.deliveries.values()}
@@ -166,6 +167,10 @@ class Tally:
             m.parent_id
             for m in list(emu.world.messages.values())
             if m.sender_type == "app" and m.parent_id in self.sent
+        )
+        counters = emu.world.counters
+        self.reply_requests = sum(
+            n for k, n in counters.items() if k.startswith("POST") and k.endswith("/reply")
         )
 
     def mark_kill(self, emu: RunningEmulator) -> None:
@@ -195,6 +200,7 @@ class Tally:
             "acked": len(self.acked),
             "answered": len(self.answered),
             "answered twice": len(self.answered_twice),
+            "reply requests": self.reply_requests,
             "lost": len(self.lost),
         }
 
