@@ -131,7 +131,7 @@ class Inbox:
             for status in {m.status for m in moves}:
                 values: dict[str, Any] = {"status": status.value}
                 if status is InboundStatus.ANSWERED:
-                    values.update(lease_owner=None, lease_until=None, finished_at=utcnow(), payload=None)
+                    values.update(lease_owner=None, lease_until=None, finished_at=utcnow())
                 ids = [m.row_id for m in moves if m.status is status]
                 await conn.execute(update(InboundRow).where(InboundRow.id.in_(ids)).values(**values))
         return [None] * len(moves)
