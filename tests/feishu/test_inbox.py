@@ -113,4 +113,5 @@ async def test_a_message_that_keeps_failing_is_failed_with_a_reason(
         await sweep_and_wait(worker, butler)
     [row] = await inbox_rows(engine)
     assert row.status == InboundStatus.FAILED.value
-    assert row.reason == "not answered after 3 attempts" and butler.answered == []
+    assert row.reason == "not answered after 3 attempts; last error: RuntimeError: Feishu is away"
+    assert butler.answered == []

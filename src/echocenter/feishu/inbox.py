@@ -65,6 +65,11 @@ def _where(message: InboundMessage) -> dict[str, Any]:
     }
 
 
+def _error_text(exc: Exception) -> str:
+    """What went wrong, short, for the row's reason (the full traceback is in the process log)."""
+    return f"{type(exc).__name__}: {exc}"[:150]
+
+
 class Inbox:
     def __init__(
         self,
@@ -111,7 +116,7 @@ class Inbox:
                 await conn.execute(
                     update(InboundRow)
                     .where(InboundRow.id == work.row_id, InboundRow.lease_owner == self.owner)
-                    .values(lease_until=utcnow() + self._retry_after)
+                    .values(lease_until=utcnow() + self._retry_after, reason=_error_text(exc))
                 )
                 error = "the Butler could not finish this message; it will be tried again"
                 entry = log_row(
@@ -143,7 +148,13 @@ class Inbox:
         async with self._engine.begin() as conn:
             rows = (
                 await conn.execute(
-                    select(InboundRow.id, InboundRow.status, InboundRow.payload, InboundRow.attempts)
+                    select(
+                        InboundRow.id,
+                        InboundRow.status,
+                        InboundRow.payload,
+                        InboundRow.attempts,
+                        InboundRow.reason,
+                    )
                     .where(
                         InboundRow.status.in_(UNFINISHED),
                         or_(InboundRow.lease_until.is_(None), InboundRow.lease_until < now),
@@ -171,23 +182,32 @@ class Inbox:
     async def _give_up(self, conn: Any, rows: Sequence[Any]) -> None:
         if not rows:
             return
-        reason = f"not answered after {self._max_attempts} attempts"
-        await conn.execute(
-            update(InboundRow)
-            .where(InboundRow.id.in_([r.id for r in rows]))
-            .values(status=InboundStatus.FAILED.value, reason=reason, lease_until=None, finished_at=utcnow())
-        )
+        reasons = {r.id: self._failure(r) for r in rows}
+        for row_id, reason in reasons.items():
+            await conn.execute(
+                update(InboundRow)
+                .where(InboundRow.id == row_id)
+                .values(
+                    status=InboundStatus.FAILED.value, reason=reason, lease_until=None, finished_at=utcnow()
+                )
+            )
         entries = [
             log_row(
                 connector_id=(r.payload or {}).get("connector_id"),
                 action=LogAction.INBOX_FAILED,
                 level=LogLevel.ERROR,
-                reason=reason if r.payload else "claimed without a payload (before the durable inbox)",
+                reason=reasons[r.id],
                 message_id=(r.payload or {}).get("message_id", ""),
             )
             for r in rows
         ]
         await conn.execute(insert(IntegrationLog), entries)
+
+    def _failure(self, row: Any) -> str:
+        if not row.payload:
+            return "claimed without a payload (before the durable inbox)"
+        last = f"; last error: {row.reason}" if row.reason else ""
+        return f"not answered after {self._max_attempts} attempts{last}"[:200]
 
     async def renew(self) -> None:
         """Keep the leases of the messages this instance is still working on."""
