@@ -64,11 +64,13 @@ async def test_one_instance_on_sqlite_killed_mid_flow_answers_every_message_once
             await running[0].process.wait()
             tally.mark_kill(patient_emu)
 
-        await flow(patient_emu, tally, count=200, rate=100, at=100, event=kill)
+        await flow(patient_emu, tally, count=200, rate=100, at=100, event=kill, commands_every=10)
         assert tally.acked_before_kill, "the kill came before anything was acked: nothing was tested"
         running.append(await start_service(env, tmp_path / "service.log"))
         await settle(patient_emu, tally, engine)
     _assert_exactly_once(tally)
+    # Every tenth message asked to run a command: each got its approval card, once.
+    assert sorted(tally.cards.values()) == [1] * 20, tally.cards
 
 
 async def test_three_instances_on_postgresql_one_killed_answer_every_message_once(

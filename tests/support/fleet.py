@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import websockets
 from cryptography.fernet import Fernet
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -28,6 +30,7 @@ from echocenter.db.models import UNFINISHED, InboundMessage
 from tests.support.emulator import APP_ID, APP_SECRET, RunningEmulator
 
 ADMIN = ("admin", "admin-password-1")
+COMMAND_AGENT = "chaos-agent"
 SENDERS = ("ou_alice", "ou_bob")
 
 
@@ -124,7 +127,7 @@ async def admin_client(service: Service) -> AsyncIterator[httpx.AsyncClient]:
 async def create_connector(service: Service) -> int:
     """The emulator's default app as an enabled connector that answers everyone (no prefix, high limit)."""
     async with admin_client(service) as api:
-        body = {"app_id": APP_ID, "app_secret": APP_SECRET, "prefix_command": ""}
+        body = {"app_id": APP_ID, "app_secret": APP_SECRET, "prefix_command": "", "approvers": ["ou_alice"]}
         created = await api.post("/api/integrations/feishu", json={**body, "rate_limit_per_minute": 10_000})
         created.raise_for_status()
         connector_id: int = created.json()["id"]
@@ -157,17 +160,20 @@ class Tally:
     acked_before_kill: set[str] = field(default_factory=set)
     answered_before_kill: set[str] = field(default_factory=set)
     acked: set[str] = field(default_factory=set)
-    replies: Counter[str] = field(default_factory=Counter)
+    replies: Counter[str] = field(default_factory=Counter)  # text replies per message
+    cards: Counter[str] = field(default_factory=Counter)  # approval cards per message
     reply_requests: int = 0  # reply calls the emulator took, repeats (same uuid) included
 
     def read(self, emu: RunningEmulator) -> None:
         by_event = {d.event_id: d for d in emu.emulator.hub.deliveries.values()}
         self.acked = {m for m, e in self.sent.items() if e in by_event and by_event[e].acked.is_set()}
-        self.replies = Counter(
-            m.parent_id
+        bot = [
+            m
             for m in list(emu.world.messages.values())
             if m.sender_type == "app" and m.parent_id in self.sent
-        )
+        ]
+        self.replies = Counter(m.parent_id for m in bot if m.msg_type == "text")
+        self.cards = Counter(m.parent_id for m in bot if m.msg_type == "interactive")
         counters = emu.world.counters
         self.reply_requests = sum(
             n for k, n in counters.items() if k.startswith("POST") and k.endswith("/reply")
@@ -200,6 +206,7 @@ class Tally:
             "acked": len(self.acked),
             "answered": len(self.answered),
             "answered twice": len(self.answered_twice),
+            "asked for approval twice": sum(1 for n in self.cards.values() if n > 1),
             "reply requests": self.reply_requests,
             "lost": len(self.lost),
         }
@@ -213,16 +220,21 @@ async def flow(
     rate: float,
     at: int | None = None,
     event: Callable[[], Awaitable[None]] | None = None,
+    commands_every: int = 0,
 ) -> None:
     """Users send ``count`` messages at ``rate``/s (mentioning the bot in a group); after ``at`` of them
-    ``event`` runs (a kill, an outage) while the flow goes on."""
+    ``event`` runs (a kill, an outage) while the flow goes on. Every ``commands_every``-th message asks to
+    run a command on ``COMMAND_AGENT`` (approvers: ou_alice)."""
     loop = asyncio.get_running_loop()
     start = loop.time()
     sends: list[asyncio.Task[None]] = []
 
     async def send(i: int) -> None:
         sender = SENDERS[i % len(SENDERS)]
-        body = {"chat_id": "oc_ops", "sender": sender, "text": "status", "mention_bot": True}
+        text = "status"
+        if commands_every and i % commands_every == 0:
+            sender, text = "ou_alice", f"run {COMMAND_AGENT} date"
+        body = {"chat_id": "oc_ops", "sender": sender, "text": text, "mention_bot": True}
         sent = await emu.control("POST", "/messages", body)
         tally.sent[sent["message_id"]] = sent["event_id"]
 
@@ -270,3 +282,57 @@ async def services() -> AsyncIterator[list[Service]]:
         yield started
     finally:
         await asyncio.gather(*(s.stop() for s in started), return_exceptions=True)
+
+
+@dataclass
+class CountingAgent:
+    """An agent that runs nothing: it counts the directives it gets per request and reports success, so
+    "executed twice" is seen where it would happen — at the agent."""
+
+    runs: Counter[str] = field(default_factory=Counter)
+
+    async def serve(self, service: Service, token: str) -> None:
+        url = service.url.replace("http", "ws", 1) + "/api/agents/ws"
+        while True:
+            with contextlib.suppress(OSError, websockets.WebSocketException):
+                async with websockets.connect(
+                    url, additional_headers={"Authorization": f"Bearer {token}"}
+                ) as ws:
+                    await ws.send(json.dumps({"type": "heartbeat"}))
+                    async for raw in ws:
+                        message = json.loads(raw)
+                        if message.get("type") == "directive":
+                            self.runs[str(message.get("request_id"))] += 1
+                            result = {"type": "result", "request_id": message.get("request_id"), "ok": True}
+                            await ws.send(json.dumps({**result, "output": "done"}))
+            await asyncio.sleep(0.2)
+
+
+async def register_agent(service: Service) -> str:
+    async with admin_client(service) as api:
+        created = await api.post("/api/agents", json={"name": COMMAND_AGENT})
+        created.raise_for_status()
+        token: str = created.json()["token"]
+        return token
+
+
+async def approve_every_card(service: Service, emu: RunningEmulator) -> list[dict[str, Any]]:
+    """Click Approve (as ou_alice, an approver) on every pending card; return once all have run."""
+    async with admin_client(service) as api:
+
+        async def approvals() -> list[dict[str, Any]]:
+            items: list[dict[str, Any]] = (await api.get("/api/approvals")).json()
+            return items
+
+        for approval in await approvals():
+            if approval["status"] == "PENDING" and approval["card_message_id"]:
+                value = {"approval_id": approval["id"], "decision": "approve"}
+                click = {"message_id": approval["card_message_id"], "operator": "ou_alice", "value": value}
+                await emu.control("POST", "/cards/click", click)
+
+        async def all_run() -> list[dict[str, Any]]:
+            items = await approvals()
+            return items if all(a["status"] in ("EXECUTED", "FAILED") for a in items) else []
+
+        result: list[dict[str, Any]] = await wait_for(all_run, timeout=60, what="every command run")
+        return result
