@@ -166,7 +166,6 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
                 outbound=outbound,
                 workflow=workflow,
                 hub=agents,
-                spawn=tasks.start,
             )
         app.state.bridge, app.state.agents, app.state.workflow = bridge, agents, workflow
         app.state.outbound = outbound
@@ -203,6 +202,8 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
 
         tasks.start("approval-expiry", _every(settings.approval_sweep_seconds, sweep))
         tasks.start("connector-reconcile", _every(settings.connector_reconcile_seconds, bridge.reconcile))
+        # The durable inbox: its first run is the start-up re-drive of what a crash left behind.
+        tasks.start("inbox-redrive", _every(settings.inbox_sweep_seconds, bridge.redrive))
         app.state.tasks = tasks
         await bridge.start()
         log_event(

@@ -82,6 +82,14 @@ class Settings(BaseSettings):
     approval_sweep_seconds: float = Field(default=5.0, gt=0)
     agent_command_timeout: float = Field(default=30.0, gt=0)
 
+    # The durable inbox: a message's lease (renewed while it is worked on), how often unfinished messages
+    # whose lease ran out are re-driven (also at start-up), the wait before retrying a failed one, and the
+    # attempts before it is failed for good.
+    inbox_lease_seconds: float = Field(default=15.0, gt=0)
+    inbox_sweep_seconds: float = Field(default=2.0, gt=0)
+    inbox_retry_seconds: float = Field(default=1.0, ge=0)
+    inbox_max_attempts: int = Field(default=5, ge=1)
+
     log_retention_days: int = Field(default=30, ge=1)
     log_retention_max_rows: int = Field(default=100_000, ge=100)
     # Seen message_ids are kept this long for de-duplication (Feishu redelivers within hours).

@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import select
+
 from echocenter.agents.hub import AgentHub, AgentOffline, CommandResult
 from echocenter.approvals import store
 from echocenter.approvals.states import ApprovalStatus
@@ -79,9 +81,15 @@ class ApprovalWorkflow:
     async def request(
         self, *, message: InboundMessage, requester_name: str, agent: str, command: str, reason: str
     ) -> Approval:
-        """Write the PENDING approval first (durable), then put the card in front of people."""
+        """Write the PENDING approval first (durable), then put the card in front of people. A re-driven
+        message (durable inbox) finds its approval already there and does not ask twice."""
         async with self._sessions() as session:
-            approval = await store.create(
+            approval = await session.scalar(
+                select(Approval).where(
+                    Approval.connector_id == message.connector_id,
+                    Approval.source_message_id == message.message_id,
+                )
+            ) or await store.create(
                 session,
                 connector_id=message.connector_id,
                 agent_name=agent,
@@ -93,6 +101,8 @@ class ApprovalWorkflow:
                 source_message_id=message.message_id,
                 ttl=timedelta(seconds=self._settings.approval_ttl),
             )
+        if approval.card_message_id:
+            return approval
         try:
             card_id = await self._outbound.send_card(
                 message.connector_id,

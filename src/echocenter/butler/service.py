@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -23,14 +22,13 @@ from echocenter.butler.command_check import problem_with, unknown_agent
 from echocenter.butler.interface import InboundMessage
 from echocenter.db.models import Approval, Conversation, ConversationTurn, LogLevel
 from echocenter.db.types import utcnow
-from echocenter.feishu.outbound import Outbound, OutboundError
+from echocenter.feishu.outbound import Outbound
 from echocenter.integration_logs.service import LogAction, record_now
 from echocenter.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 APOLOGY = "Sorry — I could not think that through just now. Please try again in a moment."
-Spawn = Callable[[str, Awaitable[None]], None]
 
 
 async def _conversation_id(session: AsyncSession, message: InboundMessage) -> int:
@@ -68,7 +66,6 @@ class ButlerService:
         outbound: Outbound,
         workflow: ApprovalWorkflow,
         hub: AgentHub,
-        spawn: Spawn,
     ) -> None:
         self._sessions = runtime.sessions
         self._settings = runtime.settings
@@ -76,24 +73,23 @@ class ButlerService:
         self._outbound = outbound
         self._workflow = workflow
         self._hub = hub
-        self._spawn = spawn
         self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def handle(self, message: InboundMessage) -> None:
-        """Keep the message (so it survives a restart), then think and answer in the background."""
+        """Keep the user's turn (so it survives a restart); once only, however often the inbox drives it."""
         async with self._sessions() as session:
             conversation_id = await _conversation_id(session, message)
-            session.add(
-                ConversationTurn(
-                    conversation_id=conversation_id,
-                    role="user",
-                    content=message.text,
-                    message_id=message.message_id,
-                    created_at=utcnow(),
-                )
+            await _add_turn(
+                session, conversation_id, "user", message.text, f"user:{message.message_id}", message
             )
             await session.commit()
-        self._spawn(f"butler-{message.message_id}", self._respond(conversation_id, message))
+
+    async def answer(self, message: InboundMessage) -> None:
+        """Think and reply; the durable inbox marks the message answered when this returns."""
+        async with self._sessions() as session:
+            conversation_id = await _conversation_id(session, message)
+            await session.commit()
+        await self._respond(conversation_id, message)
 
     async def _history(self, conversation_id: int, before_message_id: str) -> list[tuple[str, str]]:
         limit = self._settings.butler_history_turns
@@ -174,6 +170,8 @@ class ButlerService:
                 await self._remember(
                     conversation_id,
                     f"[asked for approval #{approval.id}: {reply.command.command} on {reply.command.agent}]",
+                    message,
+                    kind="approval",
                 )
 
     async def _refuse(self, message: InboundMessage, agent: str, command: str, allowed: list[str]) -> None:
@@ -205,26 +203,42 @@ class ButlerService:
         return problem
 
     async def _say(self, message: InboundMessage, text: str) -> None:
-        try:
-            await self._outbound.send_text(
-                message.connector_id,
-                chat_id=message.chat_id,
-                text=text,
-                reply_to=message.message_id,
-                uuid=f"reply-{message.message_id}",
-            )
-        except OutboundError:
-            return  # logged as ws_outbound with Feishu's code
+        """Reply once: the uuid is the message's, so a re-drive finds the first send (Feishu keeps it 1 h).
+        A failed send raises (logged as ws_outbound with Feishu's code): the inbox tries again later."""
+        await self._outbound.send_text(
+            message.connector_id,
+            chat_id=message.chat_id,
+            text=text,
+            reply_to=message.message_id,
+            uuid=f"reply-{message.message_id}",
+        )
         async with self._sessions() as session:
             conversation_id = await _conversation_id(session, message)
             await session.commit()
-        await self._remember(conversation_id, text)
+        await self._remember(conversation_id, text, message, kind="reply")
 
-    async def _remember(self, conversation_id: int, text: str) -> None:
+    async def _remember(self, conversation_id: int, text: str, message: InboundMessage, *, kind: str) -> None:
         async with self._sessions() as session:
-            session.add(
-                ConversationTurn(
-                    conversation_id=conversation_id, role="assistant", content=text, created_at=utcnow()
-                )
+            await _add_turn(
+                session, conversation_id, "assistant", text, f"{kind}:{message.message_id}", message
             )
             await session.commit()
+
+
+async def _add_turn(
+    session: AsyncSession, conversation_id: int, role: str, text: str, key: str, message: InboundMessage
+) -> None:
+    """A conversation turn, added once per key (a re-driven message finds its turn already there)."""
+    dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    await session.execute(
+        dialect_insert(ConversationTurn)
+        .values(
+            conversation_id=conversation_id,
+            role=role,
+            content=text,
+            message_id=message.message_id if role == "user" else "",
+            turn_key=key,
+            created_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=["conversation_id", "turn_key"])
+    )

@@ -155,9 +155,16 @@ class CallbackReplay(Base):
 
 
 class InboundStatus(StrEnum):
-    RECEIVED = "received"  # claimed by one instance, on its way through the pipeline
+    """The inbox states: received → routed → answered, or filtered / failed (with a reason)."""
+
+    RECEIVED = "received"  # claimed (durable, acked), not yet taken by the Butler
+    ROUTED = "routed"  # the Butler holds the turn; its answer is not yet sent
+    ANSWERED = "answered"
     FILTERED = "filtered"
-    ROUTED = "routed"
+    FAILED = "failed"
+
+
+UNFINISHED = (InboundStatus.RECEIVED.value, InboundStatus.ROUTED.value)
 
 
 class InboundMessage(Base):
@@ -168,6 +175,7 @@ class InboundMessage(Base):
         UniqueConstraint("connector_id", "message_id", name="uq_inbound_messages_connector_message"),
         Index("ix_inbound_messages_rate", "connector_id", "sender_open_id", "received_at"),
         Index("ix_inbound_messages_received_at", "received_at"),
+        Index("ix_inbound_messages_unfinished", "status", "lease_until"),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
@@ -177,6 +185,26 @@ class InboundMessage(Base):
     chat_id: Mapped[str] = mapped_column(String(64), default="")
     status: Mapped[str] = mapped_column(String(16), default=InboundStatus.RECEIVED.value)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The durable inbox (migration 0007): what the Butler needs to answer, and who works on it until when.
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lease_owner: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class InboundRateWindow(Base):
+    """Messages per sender in the current one-minute window, counted atomically (exact across instances)."""
+
+    __tablename__ = "inbound_rate_windows"
+
+    connector_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("feishu_connectors.id", ondelete="CASCADE"), primary_key=True
+    )
+    sender_open_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    count: Mapped[int] = mapped_column(Integer)
 
 
 class Agent(Base):
@@ -246,7 +274,10 @@ class Conversation(Base):
 
 class ConversationTurn(Base):
     __tablename__ = "conversation_turns"
-    __table_args__ = (Index("ix_conversation_turns_conversation_id_id", "conversation_id", "id"),)
+    __table_args__ = (
+        Index("ix_conversation_turns_conversation_id_id", "conversation_id", "id"),
+        Index("uq_conversation_turns_key", "conversation_id", "turn_key", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
     conversation_id: Mapped[int] = mapped_column(Integer, ForeignKey("conversations.id", ondelete="CASCADE"))
@@ -254,6 +285,8 @@ class ConversationTurn(Base):
     content: Mapped[str] = mapped_column(Text)
     message_id: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # "user:<message_id>", "reply:<message_id>", …: a re-driven message never adds a turn twice (0007).
+    turn_key: Mapped[str | None] = mapped_column(String(100), nullable=True)
 
 
 # --- several instances ------------------------------------------------------------------------------

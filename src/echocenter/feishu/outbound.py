@@ -3,6 +3,7 @@ card updates. Each send is logged as ``ws_outbound``; a Feishu ``uuid`` on every
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import uuid as uuid_lib
@@ -18,10 +19,19 @@ log = logging.getLogger(__name__)
 
 TEXT_LIMIT_BYTES = 150 * 1024
 TEXT_CHUNK_BYTES = 60 * 1024  # well under the limit, after JSON escaping
+PART_UUID_BASE_MAX = 44  # leaves "-<part>" room within Feishu's 50-character uuid
 
 
 class OutboundError(Exception):
     pass
+
+
+def part_uuid_base(key: str) -> str:
+    """A prefix for the parts' uuids (``<base>-<i>``, within Feishu's 50 characters) that stays distinct per
+    key: a long key keeps its head and gains a digest of the whole, so two keys never share a uuid."""
+    if len(key) <= PART_UUID_BASE_MAX:
+        return key
+    return key[:20] + "-" + hashlib.sha256(key.encode()).hexdigest()[: PART_UUID_BASE_MAX - 21]
 
 
 def split_text(text: str, limit: int = TEXT_CHUNK_BYTES) -> list[str]:
@@ -110,7 +120,7 @@ class Outbound:
         uuid: str | None = None,
     ) -> list[str]:
         """Send (or reply with) text, split under Feishu's limit. Returns the message ids."""
-        base = uuid or uuid_lib.uuid4().hex
+        base = part_uuid_base(uuid or uuid_lib.uuid4().hex)
         ids = []
         for i, chunk in enumerate(split_text(text)):
             ids.append(
@@ -121,7 +131,7 @@ class Outbound:
                     msg_type="text",
                     content={"text": chunk},
                     reply_to=reply_to,
-                    uuid=f"{base[:44]}-{i}",
+                    uuid=f"{base}-{i}",
                 )
             )
         return ids

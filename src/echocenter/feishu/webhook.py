@@ -173,7 +173,9 @@ async def _handle(request: Request, connector: FeishuConnector, raw: bytes, runt
         except TimeoutError:
             answer = CARD_TIMEOUT_TOAST
         return JSONResponse(answer or {})
-    bridge.spawn_dispatch(connector.id, body, transport="callback")  # answer first (Feishu waits 3 s at most)
+    # Answer only once the event is durable (claimed): if it cannot be stored this raises (HTTP 500), and
+    # Feishu delivers it again. The Butler's work runs after the answer.
+    await bridge.dispatch(connector.id, body, transport="callback")
     return JSONResponse({})
 
 
