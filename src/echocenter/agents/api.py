@@ -11,9 +11,11 @@ from fastapi import APIRouter, Path, Request, WebSocket, status
 from starlette.websockets import WebSocketDisconnect
 
 from echocenter.agents import service
+from echocenter.agents.frames import FrameRefused, read_frame
 from echocenter.agents.hub import AgentHub
 from echocenter.agents.schemas import AgentCreate, AgentCreated, AgentOut
 from echocenter.api.deps import CurrentAdmin, SessionDep
+from echocenter.api.error_docs import errors
 from echocenter.db.models import Agent
 from echocenter.logging_setup import log_event
 from echocenter.runtime import Runtime
@@ -44,6 +46,7 @@ def _out(agent: Agent, hub: AgentHub) -> AgentOut:
     response_model=AgentCreated,
     status_code=status.HTTP_201_CREATED,
     summary="Register an agent; its token is in this answer only",
+    responses=errors(409),
 )
 async def register(body: AgentCreate, _: CurrentAdmin, session: SessionDep, request: Request) -> AgentCreated:
     agent, token = await service.register(session, name=body.name)
@@ -109,13 +112,18 @@ async def agent_socket(websocket: WebSocket) -> None:
     last_write = 0.0
     try:
         while True:
-            raw = await websocket.receive_text()
+            frame = await websocket.receive()
+            if frame["type"] == "websocket.disconnect":
+                break
             try:
-                message = json.loads(raw)
-            except ValueError:
-                continue
-            if not isinstance(message, dict):
-                continue
+                message = read_frame(frame)
+            except FrameRefused as refused:
+                # One line, no traceback: the agent sent something we do not speak; tell it why and close.
+                log_event(
+                    log, "agent_frame_refused", agent=agent.name, code=refused.code, reason=refused.reason
+                )
+                await websocket.close(code=refused.code, reason=refused.reason)
+                break
             if message.get("type") == "result":
                 hub.take_result(agent.name, message)
             if time.monotonic() - last_write > SEEN_WRITE_INTERVAL:  # heartbeats and results both count

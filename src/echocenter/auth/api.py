@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from echocenter.api.deps import CurrentAdmin, CurrentUser, RuntimeDep, SessionDep
+from echocenter.api.error_docs import errors
 from echocenter.auth import service
 from echocenter.auth.schemas import LoginRequest, LoginResponse, UserCreate, UserOut
 from echocenter.auth.tokens import issue_token
@@ -10,7 +11,12 @@ from echocenter.auth.tokens import issue_token
 router = APIRouter(prefix="/api", tags=["auth"])
 
 
-@router.post("/auth/login", response_model=LoginResponse, summary="Exchange username and password for a JWT")
+@router.post(
+    "/auth/login",
+    response_model=LoginResponse,
+    summary="Exchange username and password for a JWT",
+    responses=errors(401, 429),
+)
 async def login(body: LoginRequest, runtime: RuntimeDep, session: SessionDep) -> LoginResponse:
     settings = runtime.settings
     user = await service.authenticate(
@@ -41,7 +47,13 @@ async def list_users(_: CurrentAdmin, session: SessionDep) -> list[UserOut]:
     return [UserOut.model_validate(u) for u in await service.list_users(session)]
 
 
-@router.post("/users", response_model=UserOut, status_code=status.HTTP_201_CREATED, summary="Create a user")
+@router.post(
+    "/users",
+    response_model=UserOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a user",
+    responses=errors(409),
+)
 async def create_user(body: UserCreate, _: CurrentAdmin, runtime: RuntimeDep, session: SessionDep) -> UserOut:
     user = await service.create_user(
         session, passwords=runtime.passwords, username=body.username, password=body.password, role=body.role
