@@ -23,6 +23,7 @@ _PAGE = f"""<!doctype html>
 <head>
 <meta charset="utf-8">
 <title>EchoCenter API</title>
+<link rel="icon" type="image/png" href="{ASSETS}/favicon-32x32.png">
 <link rel="stylesheet" href="{ASSETS}/swagger-ui.css">
 <script src="{ASSETS}/swagger-ui-bundle.js" defer></script>
 <script src="/docs/start.js" defer></script>
