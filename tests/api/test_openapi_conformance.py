@@ -9,9 +9,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from fastapi import APIRouter
 
-from tests.conftest import Server
+from echocenter.api.deps import CurrentAdmin
+from echocenter.app import create_app
+from tests.conftest import Server, make_settings
+from tests.support.databases import Database
+from tests.support.live import serve
 
 HTTP_METHODS = ("get", "put", "post", "delete", "patch")
 # What the document promises: no server error, only declared statuses, content types, headers and bodies, and
@@ -90,3 +96,25 @@ async def test_patch_on_the_callback_is_405_not_422(server: Server, path: str) -
     response = await server.client.patch(path, json={"connector_name": "x"})
     assert response.status_code == 405, response.text
     assert "POST" in response.headers["allow"]
+
+
+async def test_a_route_added_later_documents_its_errors_without_a_line_of_its_own(
+    database: Database, tmp_path: Path
+) -> None:
+    app = create_app(make_settings(database, tmp_path))
+    widgets = APIRouter(prefix="/api/widgets")
+
+    @widgets.patch("/{widget_id}")
+    async def rename(widget_id: int, body: dict[str, str], _: CurrentAdmin) -> dict[str, str]:
+        return body
+
+    app.include_router(widgets)
+    async with serve(app) as url, httpx.AsyncClient(base_url=url) as client:
+        spec = (await client.get("/openapi.json")).json()
+    responses = spec["paths"]["/api/widgets/{widget_id}"]["patch"]["responses"]
+    assert set(responses) == {"200", "400", "401", "403", "404", "413", "422"}
+    error_body = {"$ref": "#/components/schemas/ErrorBody"}
+    for code in set(responses) - {"200"}:
+        assert responses[code]["content"]["application/json"]["schema"] == error_body, code
+    assert set(spec["components"]["schemas"]["ErrorBody"]["required"]) == {"error"}
+    assert "HTTPValidationError" not in spec["components"]["schemas"]  # FastAPI's 422 body is not ours
