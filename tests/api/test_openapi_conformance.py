@@ -63,7 +63,7 @@ async def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(
         cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_TELEMETRY": "false"},
+        env={**os.environ, "NO_COLOR": "1"},
     )
     output, _ = await asyncio.wait_for(process.communicate(), timeout=180)
     report = output.decode(errors="replace")

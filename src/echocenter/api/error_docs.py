@@ -57,9 +57,21 @@ _MEANING = {
 }
 
 
+_HEADERS = {
+    401: {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}},
+    429: {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}},
+}
+
+
+def _described(code: int) -> dict[str, Any]:
+    """The description of an error status, and the headers it always carries."""
+    headers = {"headers": _HEADERS[code]} if code in _HEADERS else {}
+    return {"description": _MEANING.get(code, "Error"), **headers}
+
+
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """``responses=`` for a route decorator: these error statuses, each with the error body schema."""
-    return {code: {"model": ErrorBody, "description": _MEANING.get(code, "Error")} for code in codes}
+    return {code: {"model": ErrorBody, **_described(code)} for code in codes}
 
 
 def _calls(dependant: Dependant) -> Iterator[Callable[..., Any] | None]:
@@ -86,8 +98,8 @@ def _implied_errors(route: Any, method: str) -> set[int]:
 
 def _error_response(code: int) -> dict[str, Any]:
     return {
-        "description": _MEANING.get(code, "Error"),
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+        **_described(code),
     }
 
 
@@ -107,9 +119,8 @@ def _document(spec: dict[str, Any], app: FastAPI) -> None:
             if operation is None:
                 continue
             responses = operation.setdefault("responses", {})
-            declared = {int(code) for code in responses if code.isdigit() and int(code) >= 400}
-            for code in sorted(_implied_errors(context, method) | declared):
-                # FastAPI's own 422 describes its default body, not ours: replace it.
+            for code in sorted(_implied_errors(context, method)):
+                # A route's own declaration stands; FastAPI's 422 describes its default body, not ours.
                 if str(code) not in responses or code == 422:
                     responses[str(code)] = _error_response(code)
     for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's default 422 body, now unused

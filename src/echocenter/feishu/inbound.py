@@ -225,15 +225,18 @@ class InboundPipeline:
             }
             counts = await _recent_counts(conn, keys)
             claims: list[dict[str, Any]] = []
+            counted: set[tuple[int, str]] = set()  # a redelivery in the same batch is one message, not two
             for index, (arrival, decision) in enumerate(zip(arrivals, decisions, strict=True)):
                 if decision is None or decision is FilterReason.CONNECTOR_DISABLED:
                     continue  # not claimed: a disabled connector's messages are not marked as seen
-                if isinstance(decision, Allowed):
+                message = (arrival.connector_id, arrival.event.message_id)
+                if isinstance(decision, Allowed) and message not in counted:
                     key = (arrival.connector_id, arrival.event.sender.open_id)
                     if counts[key] >= settings[arrival.connector_id]["rate_limit_per_minute"]:
                         decisions[index] = decision = FilterReason.RATE_LIMITED
                     else:
                         counts[key] += 1
+                        counted.add(message)
                 claims.append(
                     {
                         "connector_id": arrival.connector_id,
