@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import Server
 from tests.support.waiting import eventually
@@ -113,3 +113,16 @@ async def _closed_or_open_after_good_frame(server: Server, token: str) -> bool:
     async with connect(url, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
         await ws.send(json.dumps({"type": "heartbeat"}))
         return bool(await eventually(lambda: _online(server)))
+
+
+async def test_a_nul_in_the_socket_query_refuses_the_handshake_without_an_error(
+    server: Server, records: list[logging.LogRecord]
+) -> None:
+    token = await _agent_token(server)
+    url = server.url.replace("http", "ws", 1) + "/api/agents/ws?agent=%00"
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url, additional_headers={"Authorization": f"Bearer {token}"}):
+            pass
+    assert refused.value.response.status_code == 403
+    assert not await _online(server)
+    assert not [r.getMessage() for r in records if r.levelno >= logging.ERROR]

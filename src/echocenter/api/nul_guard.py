@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from fastapi import Request
-from fastapi.exceptions import RequestValidationError
+from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
 from fastapi.routing import APIRoute
 from starlette.requests import HTTPConnection
 
@@ -63,6 +63,7 @@ async def refuse_nul_characters(connection: HTTPConnection) -> None:
     if isinstance(connection, Request):
         found.extend(_strings_with_nul(await _json_body(connection), ("body",)))
     if found:
-        raise RequestValidationError(
-            [{"type": "nul_character", "loc": loc, "msg": NUL_MESSAGE, "input": None} for loc in found]
-        )
+        errors = [{"type": "nul_character", "loc": loc, "msg": NUL_MESSAGE, "input": None} for loc in found]
+        if isinstance(connection, Request):
+            raise RequestValidationError(errors)
+        raise WebSocketRequestValidationError(errors)  # FastAPI closes the handshake with 1008
