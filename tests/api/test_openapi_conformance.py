@@ -118,3 +118,14 @@ async def test_a_route_added_later_documents_its_errors_without_a_line_of_its_ow
         assert responses[code]["content"]["application/json"]["schema"] == error_body, code
     assert set(spec["components"]["schemas"]["ErrorBody"]["required"]) == {"error"}
     assert "HTTPValidationError" not in spec["components"]["schemas"]  # FastAPI's 422 body is not ours
+
+
+async def test_the_callback_documents_what_feishu_posts(server: Server) -> None:
+    spec = (await server.client.get("/openapi.json")).json()
+    for path in ("/api/integrations/feishu/callback", "/api/integrations/feishu/callback/{connector_id}"):
+        operation = spec["paths"][path]["post"]
+        kinds = operation["requestBody"]["content"]["application/json"]["schema"]["anyOf"]
+        assert [k["title"] for k in kinds] == ["Encrypted callback", "URL verification", "Event (schema 2.0)"]
+        headers = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
+        assert headers == {"X-Lark-Signature", "X-Lark-Request-Timestamp", "X-Lark-Request-Nonce"}
+        assert {"200", "400", "401", "413", "422"} <= set(operation["responses"])
