@@ -11,12 +11,17 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from echocenter.agents import api as agents_api
 from echocenter.agents.hub import AgentHub
 from echocenter.api import health
 from echocenter.api.body_limit import BodySizeLimit
+from echocenter.api.docs import mount_docs
+from echocenter.api.error_docs import install_error_docs
+from echocenter.api.method_not_allowed import install_method_not_allowed
+from echocenter.api.nul_guard import refuse_nul_characters
+from echocenter.api.security_headers import SecurityHeaders
 from echocenter.api.web import mount_web
 from echocenter.approvals import api as approvals_api
 from echocenter.approvals.workflow import ApprovalWorkflow
@@ -223,9 +228,18 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
         version="0.1.0",
         summary="Feishu Butler with a human gate on every command",
         lifespan=lifespan,
+        # Hardening: /docs is served from local assets (mount_docs), FastAPI's CDN pages are off; a NUL is
+        # refused in every request value; security headers wrap every response, errors included.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
+        dependencies=[Depends(refuse_nul_characters)],
     )
     install_error_handlers(app)
+    install_error_docs(app)
+    install_method_not_allowed(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     app.include_router(health.router)
     app.include_router(auth_api.router)
     app.include_router(connectors_api.router)
@@ -233,4 +247,5 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
     app.include_router(agents_api.router)
     app.include_router(approvals_api.router)
     mount_web(app)
+    mount_docs(app)
     return app

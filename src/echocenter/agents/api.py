@@ -13,9 +13,11 @@ from starlette.websockets import WebSocketDisconnect
 
 from echocenter.agents import service
 from echocenter.agents.commands import MAX_PATTERNS, effective, normalize, pattern_error
+from echocenter.agents.frames import FrameRefused, read_frame
 from echocenter.agents.hub import AgentHub
 from echocenter.agents.schemas import AgentCreate, AgentCreated, AgentOut, AgentUpdate
 from echocenter.api.deps import CurrentAdmin, SessionDep
+from echocenter.api.error_docs import errors
 from echocenter.cluster.bus import EventBus
 from echocenter.cluster.presence import online_agents
 from echocenter.db.models import Agent
@@ -58,6 +60,7 @@ async def _disconnect_everywhere(request: Request, name: str) -> None:
     response_model=AgentCreated,
     status_code=status.HTTP_201_CREATED,
     summary="Register an agent; its token is in this answer only",
+    responses=errors(409),
 )
 async def register(body: AgentCreate, _: CurrentAdmin, session: SessionDep, request: Request) -> AgentCreated:
     agent, token = await service.register(session, name=body.name, commands=body.commands)
@@ -157,13 +160,18 @@ async def agent_socket(websocket: WebSocket) -> None:
     await hub.attach(agent.name, agent.id, link)
     try:
         while True:
-            raw = await websocket.receive_text()
+            frame = await websocket.receive()
+            if frame["type"] == "websocket.disconnect":
+                break
             try:
-                message = json.loads(raw)
-            except ValueError:
-                continue
-            if not isinstance(message, dict):
-                continue
+                message = read_frame(frame)
+            except FrameRefused as refused:
+                # One line, no traceback: the agent sent something we do not speak; tell it why and close.
+                log_event(
+                    log, "agent_frame_refused", agent=agent.name, code=refused.code, reason=refused.reason
+                )
+                await websocket.close(code=refused.code, reason=refused.reason)
+                break
             if message.get("type") == "result":
                 hub.take_result(agent.name, message)
             elif message.get("type") == "hello":

@@ -3,7 +3,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+)
 
 from echocenter.db.models import ConnectorStatus
 
@@ -17,6 +26,13 @@ def _unique_stripped(values: list[str]) -> list[str]:
     return list(seen)
 
 
+def _integral_float_to_int(value: Any) -> Any:
+    # JSON Schema's "integer" includes 153.0 (and some clients send whole numbers so); 153.5 and "153" stay
+    # refused by the strict int below.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+IntegralInt = Annotated[StrictInt, BeforeValidator(_integral_float_to_int)]
 FeishuId = Annotated[StrictStr, Field(min_length=1, max_length=128)]
 IdList = Annotated[list[FeishuId], Field(max_length=1000), AfterValidator(_unique_stripped)]
 Secret = Annotated[StrictStr, Field(max_length=256)]
@@ -43,7 +59,7 @@ class ConnectorSettings(BaseModel):
     approvers: IdList = Field(default_factory=list, description="open_ids allowed to approve commands")
     prefix_command: StrictStr = Field(default="", max_length=32, description="e.g. /bot; empty: none")
     ignore_bot_messages: StrictBool = True
-    rate_limit_per_minute: StrictInt = Field(default=30, ge=1, le=10_000, description="per sender")
+    rate_limit_per_minute: IntegralInt = Field(default=30, ge=1, le=10_000, description="per sender")
     callback_enabled: StrictBool = Field(
         default=False, description="answer Feishu's HTTP callback; off: long connection only"
     )
