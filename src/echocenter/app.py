@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from echocenter.agents import api as agents_api
 from echocenter.agents.hub import AgentHub
 from echocenter.api import health
+from echocenter.api import metrics as metrics_api
 from echocenter.api.body_limit import BodySizeLimit
 from echocenter.api.web import mount_web
 from echocenter.approvals import api as approvals_api
@@ -34,6 +35,7 @@ from echocenter.feishu import webhook
 from echocenter.feishu.bridge import FeishuBridge
 from echocenter.feishu.inbound import prune_seen_messages
 from echocenter.feishu.outbound import Outbound
+from echocenter.feishu.outbox import Outbox, PacingLimits
 from echocenter.filemodes import make_private, secure_sqlite_files, write_private
 from echocenter.integration_logs import service as logs
 from echocenter.logging_setup import log_event
@@ -141,7 +143,18 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
         tasks = BackgroundTasks()
         agents = AgentHub()
         bridge = FeishuBridge(runtime, butler=butler or UnconfiguredButler())
-        outbound = Outbound(runtime.sessions, bridge)
+        outbox = Outbox(
+            runtime.sessions,
+            bridge,
+            limits=PacingLimits(
+                per_app_qps=settings.feishu_send_qps_per_app,
+                per_app_per_minute=settings.feishu_send_per_minute_per_app,
+                per_chat_qps=settings.feishu_send_qps_per_chat,
+                per_message_patch_qps=settings.feishu_patch_qps_per_message,
+            ),
+            dialect=engine.dialect.name,
+        )
+        outbound = Outbound(outbox)
         workflow = ApprovalWorkflow(runtime, outbound=outbound, hub=agents, spawn=tasks.start)
         bridge.card_handler = workflow.on_card_click
         if butler is None:
@@ -154,7 +167,7 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
                 spawn=tasks.start,
             )
         app.state.bridge, app.state.agents, app.state.workflow = bridge, agents, workflow
-        app.state.outbound = outbound
+        app.state.outbound, app.state.outbox = outbound, outbox
 
         async def prune() -> None:
             async with runtime.sessions() as session:
@@ -179,12 +192,14 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
         tasks.start("approval-expiry", _every(settings.approval_sweep_seconds, sweep))
         app.state.tasks = tasks
         await bridge.start()
+        outbox.start()
         log_event(
             log, "service_started", environment=settings.environment.value, database=engine.dialect.name
         )
         try:
             yield
         finally:
+            await outbox.stop()
             await bridge.stop()
             await tasks.stop()
             await http.aclose()
@@ -199,6 +214,7 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(health.router)
+    app.include_router(metrics_api.router)
     app.include_router(auth_api.router)
     app.include_router(connectors_api.router)
     app.include_router(webhook.router)

@@ -86,6 +86,15 @@ class Settings(BaseSettings):
     dedup_retention_days: int = Field(default=7, ge=1)
     log_retention_sweep_seconds: int = Field(default=3600, ge=1)
 
+    # Outbox pacing at Feishu's send quotas (0 turns that pacing off: Lark, a raised quota, a benchmark) and
+    # Prometheus metrics (quota-11).
+    feishu_send_qps_per_app: float = Field(default=50, ge=0)
+    feishu_send_per_minute_per_app: int = Field(default=1000, ge=0)
+    feishu_send_qps_per_chat: float = Field(default=5, ge=0)
+    feishu_patch_qps_per_message: float = Field(default=5, ge=0)
+    metrics_enabled: bool = True
+    metrics_token: str = ""  # when set, GET /metrics needs "Authorization: Bearer <token>"
+
     @model_validator(mode="after")
     def _refuse_weak_secrets_outside_development(self) -> Settings:
         if self.environment is not Environment.DEVELOPMENT:

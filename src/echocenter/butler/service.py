@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 
@@ -13,6 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from echocenter import metrics
 from echocenter.agents.hub import AgentHub
 from echocenter.approvals.states import ApprovalStatus
 from echocenter.approvals.workflow import ApprovalWorkflow
@@ -118,6 +120,7 @@ class ButlerService:
         return int(count or 0)
 
     async def _respond(self, conversation_id: int, message: InboundMessage) -> None:
+        started = time.monotonic()
         async with self._locks[conversation_id]:  # one answer at a time per conversation, in order
             context = BrainContext(
                 text=message.text,
@@ -127,7 +130,9 @@ class ButlerService:
                 pending_approvals=await self._pending(),
             )
             try:
+                thinking = time.monotonic()
                 reply = await self._brain.respond(context)
+                metrics.BRAIN_LATENCY.observe(time.monotonic() - thinking)
             except BrainError as exc:
                 await record_now(
                     self._sessions,
@@ -141,6 +146,7 @@ class ButlerService:
                 return
             if reply.text:
                 await self._say(message, reply.text)
+                metrics.ANSWER_LATENCY.observe(time.monotonic() - started)
             if reply.command is not None:
                 approval = await self._workflow.request(
                     message=message,

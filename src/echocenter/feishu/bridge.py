@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from echocenter import metrics
 from echocenter.butler.interface import Butler
 from echocenter.connectors.service import read_secret
 from echocenter.db.models import ConnectorStatus, FeishuConnector, LogLevel
@@ -229,18 +230,21 @@ class FeishuBridge:
         self, connector_id: int, payload: bytes | dict[str, Any], *, transport: str
     ) -> Result | None:
         """Handle one event payload. Never raises: a bad payload is logged and skipped."""
+        metrics.event_received(transport)
         event = await self._parse(connector_id, payload, transport=transport)
         if event is None:
             return None
         await self._touch_last_event(connector_id)
         if isinstance(event, MessageEvent):
-            return await self._pipeline.process(
+            result = await self._pipeline.process(
                 connector_id=connector_id,
                 event=event,
                 bot_open_id=await self._learn_bot_open_id(connector_id),
                 butler=self.butler,
                 transport=transport,
             )
+            metrics.event_outcome(result.outcome, result.reason)
+            return result
         if isinstance(event, OtherEvent):
             await record_now(
                 self._runtime.sessions,
