@@ -37,7 +37,7 @@ from echocenter.db.models import LogLevel, OutboxMessage, OutboxPacing, OutboxSt
 from echocenter.db.types import utcnow
 from echocenter.feishu.openapi import RATE_LIMIT_CODES, TOKEN_INVALID_CODES, FeishuError, OpenApiClient
 from echocenter.feishu.pacing import MemoryPacer, PostgresPacer, Quota, per_minute, per_second
-from echocenter.integration_logs.service import LogAction, record_now
+from echocenter.integration_logs.service import LogAction, record
 
 log = logging.getLogger(__name__)
 
@@ -359,29 +359,62 @@ class Outbox:
             )
             await session.commit()
 
+    async def _settle(
+        self,
+        row: OutboxMessage,
+        where: Any,
+        values: dict[str, Any],
+        *,
+        ok: bool,
+        level: LogLevel,
+        **detail: Any,
+    ) -> bool:
+        """Move the row and write its ``ws_outbound`` entry in one transaction (a stop between the two
+        would leave a sent reply without its log entry). False when the row was no longer ours to move."""
+        about: dict[str, Any] = {"kind": row.kind, "outbox_id": row.id}
+        if row.kind == "card_update":
+            about["message_id"] = row.target_message_id
+        else:
+            about.update(chat_id=row.chat_id, reply_to=row.target_message_id or None)
+        async with self._sessions() as session:
+            result = await session.execute(
+                update(OutboxMessage).where(where).values(lease_owner=None, lease_until=None, **values)
+            )
+            moved = bool(getattr(result, "rowcount", 1))
+            if moved:
+                record(
+                    session,
+                    connector_id=row.connector_id,
+                    action=LogAction.WS_OUTBOUND,
+                    level=level,
+                    ok=ok,
+                    **about,
+                    **detail,
+                )
+            await session.commit()
+        return moved
+
     def _mine(self, row: OutboxMessage) -> Any:
         return and_(OutboxMessage.id == row.id, OutboxMessage.lease_owner == self.instance_id)
 
     async def _mark_sent(self, row: OutboxMessage, message_id: str) -> None:
         now = utcnow()
-        async with self._sessions() as session:
-            await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id == row.id, OutboxMessage.status == OutboxStatus.PENDING.value)
-                .values(
-                    status=OutboxStatus.SENT.value,
-                    sent_message_id=message_id,
-                    sent_at=now,
-                    attempts=row.attempts + 1,
-                    lease_owner=None,
-                    lease_until=None,
-                )
-            )
-            await session.commit()
-        metrics.OUTBOX_SENT.labels(row.kind).inc()
-        metrics.OUTBOX_SEND_LATENCY.observe((now - row.created_at).total_seconds())
+        attempts = row.attempts + 1
+        # Not only while leased: Feishu took it, so it is sent, whoever holds the row now.
+        still_pending = and_(OutboxMessage.id == row.id, OutboxMessage.status == OutboxStatus.PENDING.value)
+        values = {
+            "status": OutboxStatus.SENT.value,
+            "sent_message_id": message_id,
+            "sent_at": now,
+            "attempts": attempts,
+        }
+        detail = {} if row.kind == "card_update" else {"message_id": message_id}  # a PATCH's is in ``about``
+        if await self._settle(
+            row, still_pending, values, ok=True, level=LogLevel.INFO, attempts=attempts, **detail
+        ):
+            metrics.OUTBOX_SENT.labels(row.kind).inc()
+            metrics.OUTBOX_SEND_LATENCY.observe((now - row.created_at).total_seconds())
         self._finished(row.id)
-        await self._log(row, True, message_id=message_id, attempts=row.attempts + 1)
 
     async def _retry_later(self, row: OutboxMessage, exc: FeishuError) -> None:
         attempts = row.attempts + 1
@@ -392,22 +425,16 @@ class Outbox:
             delay = -1.0
         if delay < 0:
             delay = min(MAX_BACKOFF_SECONDS, 0.5 * 2.0 ** min(attempts - 1, 10)) * random.uniform(0.5, 1.0)
-        async with self._sessions() as session:
-            await session.execute(
-                update(OutboxMessage)
-                .where(self._mine(row))
-                .values(
-                    attempts=attempts,
-                    next_attempt_at=utcnow() + timedelta(seconds=delay),
-                    error=_describe(exc),
-                    lease_owner=None,
-                    lease_until=None,
-                )
-            )
-            await session.commit()
-        await self._log(
+        values = {
+            "attempts": attempts,
+            "next_attempt_at": utcnow() + timedelta(seconds=delay),
+            "error": _describe(exc),
+        }
+        await self._settle(
             row,
-            False,
+            self._mine(row),
+            values,
+            ok=False,
             level=LogLevel.WARN,
             retry_in_seconds=round(delay, 2),
             attempts=attempts,
@@ -416,40 +443,19 @@ class Outbox:
         self._wake.set()
 
     async def _give_up(self, row: OutboxMessage, error: str, *, detail: dict[str, Any]) -> None:
-        async with self._sessions() as session:
-            await session.execute(
-                update(OutboxMessage)
-                .where(self._mine(row))
-                .values(
-                    status=OutboxStatus.FAILED.value,
-                    attempts=row.attempts + 1,
-                    error=error,
-                    lease_owner=None,
-                    lease_until=None,
-                )
-            )
-            await session.commit()
-        metrics.OUTBOX_FAILED.labels(row.kind).inc()
-        self._finished(row.id)
-        await self._log(row, False, level=LogLevel.ERROR, error=error, permanent=True, **detail)
-
-    async def _log(
-        self, row: OutboxMessage, ok: bool, *, level: LogLevel = LogLevel.INFO, **detail: Any
-    ) -> None:
-        where: dict[str, Any] = {"kind": row.kind, "outbox_id": row.id}
-        if row.kind == "card_update":
-            where["message_id"] = row.target_message_id
-        else:
-            where.update(chat_id=row.chat_id, reply_to=row.target_message_id or None)
-        await record_now(
-            self._sessions,
-            connector_id=row.connector_id,
-            action=LogAction.WS_OUTBOUND,
-            level=level,
-            ok=ok,
-            **where,
+        values = {"status": OutboxStatus.FAILED.value, "attempts": row.attempts + 1, "error": error}
+        if await self._settle(
+            row,
+            self._mine(row),
+            values,
+            ok=False,
+            level=LogLevel.ERROR,
+            error=error,
+            permanent=True,
             **detail,
-        )
+        ):
+            metrics.OUTBOX_FAILED.labels(row.kind).inc()
+        self._finished(row.id)
 
     # --- what /metrics shows ------------------------------------------------------------------------
     async def backlog(self) -> tuple[int, float]:
