@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import random
@@ -23,7 +24,7 @@ import time
 import uuid as uuid_lib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import and_, delete, exists, func, or_, select, update
@@ -43,9 +44,12 @@ log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 60.0  # a sender that vanished frees its rows after this
 POLL_SECONDS = 1.0  # how often rows written or released elsewhere are looked for
-WAIT_POLL_SECONDS = 2.0  # how often a waiting caller re-reads its row (it may be sent by another instance)
+WAIT_POLL_SECONDS = (
+    5.0  # PostgreSQL: how often a waiting caller re-reads its row (another instance may send it)
+)
 MAX_IN_FLIGHT = 500
 MAX_BACKOFF_SECONDS = 30.0
+CLAIM_COALESCE_SECONDS = 0.02
 
 
 class Clients(Protocol):
@@ -91,6 +95,10 @@ def _retryable(exc: FeishuError) -> bool:
     return status >= 500 or status == 429 or exc.feishu_code in RATE_LIMIT_CODES | TOKEN_INVALID_CODES
 
 
+def _free(now: datetime) -> Any:
+    return or_(OutboxMessage.lease_until.is_(None), OutboxMessage.lease_until < now)
+
+
 def _describe(exc: FeishuError) -> str:
     return f"{exc.message} [feishu_code={exc.feishu_code} feishu_msg={exc.feishu_msg}]"
 
@@ -114,8 +122,9 @@ class Outbox:
         )
         self.instance_id = instance_id or uuid_lib.uuid4().hex
         self._wake = asyncio.Event()
-        self._in_flight: dict[int, asyncio.Task[None]] = {}
-        self._waiters: dict[int, asyncio.Future[None]] = {}
+        self._in_flight: set[asyncio.Task[None]] = set()  # one task per lane being drained
+        self._waiters: dict[int, asyncio.Future[tuple[bool, str]]] = {}  # (sent?, message id or error)
+        self._claims = itertools.count(1)
         self._loop_task: asyncio.Task[None] | None = None
 
     # --- writing and waiting ------------------------------------------------------------------------
@@ -169,27 +178,34 @@ class Outbox:
                 row = await session.get(OutboxMessage, row_id, populate_existing=True)
             if row is None:
                 raise OutboxFailed(f"outbox row {row_id} is gone (its connector was deleted)")
-            if row.status == OutboxStatus.SENT.value:
+            if row.status != OutboxStatus.PENDING.value:
                 self._waiters.pop(row_id, None)
-                return row.sent_message_id or ""
-            if row.status == OutboxStatus.FAILED.value:
-                self._waiters.pop(row_id, None)
-                raise OutboxFailed(row.error or "permanent error")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(future), WAIT_POLL_SECONDS)
+                outcome = (row.status == OutboxStatus.SENT.value, row.sent_message_id or row.error or "")
+            else:
+                # Told by this instance's sender. With PostgreSQL another instance may send it: re-read now
+                # and then. SQLite has one instance, whose sender always tells.
+                try:
+                    outcome = await asyncio.wait_for(
+                        asyncio.shield(future), WAIT_POLL_SECONDS if self._postgres else None
+                    )
+                except TimeoutError:
+                    continue
+            sent, value = outcome
+            if not sent:
+                raise OutboxFailed(value or "permanent error")
+            return value
 
-    def _finished(self, row_id: int) -> None:
+    def _finished(self, row_id: int, sent: bool, value: str) -> None:
         future = self._waiters.pop(row_id, None)
         if future is not None and not future.done():
-            future.set_result(None)
-        self._wake.set()  # the lane's next row may go now
+            future.set_result((sent, value))
 
     # --- the sender loop ----------------------------------------------------------------------------
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._run(), name="outbox-sender")
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._loop_task, *self._in_flight.values()) if t is not None]
+        tasks = [t for t in (self._loop_task, *self._in_flight) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -198,7 +214,7 @@ class Outbox:
                 await session.execute(
                     update(OutboxMessage)
                     .where(
-                        OutboxMessage.lease_owner == self.instance_id,
+                        OutboxMessage.lease_owner.startswith(f"{self.instance_id}:"),
                         OutboxMessage.status == OutboxStatus.PENDING.value,
                     )
                     .values(lease_owner=None, lease_until=None)
@@ -213,9 +229,9 @@ class Outbox:
             self._wake.clear()
             try:
                 for row in await self._claim(MAX_IN_FLIGHT - len(self._in_flight)):
-                    task = asyncio.create_task(self._deliver(row), name=f"outbox-{row.id}")
-                    self._in_flight[row.id] = task
-                    task.add_done_callback(self._forget_task)
+                    task = asyncio.create_task(self._drain_lane(row), name=f"outbox-lane-{row.id}")
+                    self._in_flight.add(task)
+                    task.add_done_callback(self._in_flight.discard)
                 if self._postgres and time.monotonic() - pruned_at > 600:
                     pruned_at = time.monotonic()
                     await self._prune_pacing()
@@ -225,9 +241,7 @@ class Outbox:
                 log.exception("outbox_claim_failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
-
-    def _forget_task(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.pop(int(task.get_name().removeprefix("outbox-")), None)
+            await asyncio.sleep(CLAIM_COALESCE_SECONDS)  # one claim for the rows written meanwhile
 
     async def _release_all_leases(self) -> None:
         async with self._sessions() as session:
@@ -245,28 +259,42 @@ class Outbox:
             await session.execute(delete(OutboxPacing).where(OutboxPacing.tat < time.time() - 3600))
             await session.commit()
 
-    async def _claim(self, room: int) -> list[OutboxMessage]:
-        """Lease the oldest pending row of each lane that is due and held by nobody."""
-        if room <= 0:
-            return []
-        now = utcnow()
-        o = OutboxMessage
-        earlier = aliased(OutboxMessage)
-        free = or_(o.lease_until.is_(None), o.lease_until < now)
+    def _heads(self, now: datetime) -> Any:
+        """Pending rows due now, held by nobody, with no older pending row in their lane."""
+        o, earlier = OutboxMessage, aliased(OutboxMessage)
         head_of_lane = ~exists().where(
             earlier.connector_id == o.connector_id,
             earlier.lane == o.lane,
             earlier.status == OutboxStatus.PENDING.value,
             earlier.id < o.id,
         )
-        query = (
-            select(o.id)
-            .where(o.status == OutboxStatus.PENDING.value, o.next_attempt_at <= now, free, head_of_lane)
-            .order_by(o.id)
-            .limit(room)
+        return select(o.id).where(
+            o.status == OutboxStatus.PENDING.value, o.next_attempt_at <= now, _free(now), head_of_lane
         )
+
+    async def _claim(self, room: int) -> list[OutboxMessage]:
+        """Lease the head of every lane that is due and held by nobody."""
+        if room <= 0:
+            return []
+        now = utcnow()
+        return await self._lease(self._heads(now).order_by(OutboxMessage.id).limit(room), now)
+
+    async def _claim_next_in_lane(self, row: OutboxMessage) -> OutboxMessage | None:
+        """The lane's next row, straight after its predecessor (cheaper than a claim over every lane)."""
+        now = utcnow()
+        query = self._heads(now).where(
+            OutboxMessage.connector_id == row.connector_id, OutboxMessage.lane == row.lane
+        )
+        rows = await self._lease(query.order_by(OutboxMessage.id).limit(1), now)
+        return rows[0] if rows else None
+
+    async def _lease(self, query: Any, now: datetime) -> list[OutboxMessage]:
+        """Lease the rows ``query`` selects under a token of this claim alone, so no row is taken twice, not
+        even by two claims of one instance."""
+        o = OutboxMessage
         if self._postgres:
             query = query.with_for_update(skip_locked=True, of=o)
+        token = f"{self.instance_id}:{next(self._claims)}"
         async with self._sessions() as session:
             ids = list(await session.scalars(query))
             if not ids:
@@ -274,19 +302,18 @@ class Outbox:
                 return []
             await session.execute(
                 update(o)
-                .where(o.id.in_(ids), o.status == OutboxStatus.PENDING.value, free)
-                .values(lease_owner=self.instance_id, lease_until=now + timedelta(seconds=LEASE_SECONDS))
+                .where(o.id.in_(ids), o.status == OutboxStatus.PENDING.value, _free(now))
+                .values(lease_owner=token, lease_until=now + timedelta(seconds=LEASE_SECONDS))
             )
             await session.commit()
-            rows = list(
+            return list(
                 await session.scalars(
                     select(o)
-                    .where(o.id.in_(ids), o.lease_owner == self.instance_id)
+                    .where(o.id.in_(ids), o.lease_owner == token)
                     .order_by(o.id)
                     .execution_options(populate_existing=True)
                 )
             )
-        return rows
 
     def _quotas(self, row: OutboxMessage) -> list[Quota]:
         limits = self._limits
@@ -303,31 +330,39 @@ class Outbox:
             ]
         return [q for q in quotas if q is not None]
 
-    async def _deliver(self, row: OutboxMessage) -> None:
+    async def _drain_lane(self, row: OutboxMessage | None) -> None:
+        """Send the lane's rows one after another while they are due and nobody else holds them."""
+        while row is not None and await self._deliver(row):
+            row = await self._claim_next_in_lane(row)
+
+    async def _deliver(self, row: OutboxMessage) -> bool:
+        """Send one row. True when it is done with (sent, or failed for good): its lane may go on."""
         try:
             send_at = await self._pacer.reserve(self._quotas(row))
             delay = send_at - time.time()
             if delay > LEASE_SECONDS / 2:
-                await self._extend_lease(row.id, delay + LEASE_SECONDS)
+                await self._extend_lease(row, delay + LEASE_SECONDS)
             if delay > 0:
                 await asyncio.sleep(delay)
             client = self._clients.openapi(row.connector_id)
             if client is None:
                 await self._give_up(row, "the connector has no credentials to send with", detail={})
-                return
+                return True
             try:
                 data = await self._send(client, row)
             except FeishuError as exc:
                 if _retryable(exc):
                     await self._retry_later(row, exc)
-                else:
-                    await self._give_up(row, _describe(exc), detail=exc.detail())
-                return
+                    return False
+                await self._give_up(row, _describe(exc), detail=exc.detail())
+                return True
             await self._mark_sent(row, str(data.get("message_id", "")) or row.target_message_id)
+            return True
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("outbox_deliver_failed outbox_id=%s", row.id)  # the lease runs out: tried again
+            return False
 
     async def _send(self, client: OpenApiClient, row: OutboxMessage) -> dict[str, Any]:
         if row.kind == "card_update":
@@ -350,11 +385,11 @@ class Outbox:
             attempts=1,
         )
 
-    async def _extend_lease(self, row_id: int, seconds: float) -> None:
+    async def _extend_lease(self, row: OutboxMessage, seconds: float) -> None:
         async with self._sessions() as session:
             await session.execute(
                 update(OutboxMessage)
-                .where(OutboxMessage.id == row_id, OutboxMessage.lease_owner == self.instance_id)
+                .where(self._mine(row))
                 .values(lease_until=utcnow() + timedelta(seconds=seconds))
             )
             await session.commit()
@@ -395,7 +430,7 @@ class Outbox:
         return moved
 
     def _mine(self, row: OutboxMessage) -> Any:
-        return and_(OutboxMessage.id == row.id, OutboxMessage.lease_owner == self.instance_id)
+        return and_(OutboxMessage.id == row.id, OutboxMessage.lease_owner == row.lease_owner)
 
     async def _mark_sent(self, row: OutboxMessage, message_id: str) -> None:
         now = utcnow()
@@ -414,7 +449,7 @@ class Outbox:
         ):
             metrics.OUTBOX_SENT.labels(row.kind).inc()
             metrics.OUTBOX_SEND_LATENCY.observe((now - row.created_at).total_seconds())
-        self._finished(row.id)
+        self._finished(row.id, True, message_id)
 
     async def _retry_later(self, row: OutboxMessage, exc: FeishuError) -> None:
         attempts = row.attempts + 1
@@ -455,7 +490,7 @@ class Outbox:
             **detail,
         ):
             metrics.OUTBOX_FAILED.labels(row.kind).inc()
-        self._finished(row.id)
+        self._finished(row.id, False, error)
 
     # --- what /metrics shows ------------------------------------------------------------------------
     async def backlog(self) -> tuple[int, float]:
