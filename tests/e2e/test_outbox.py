@@ -5,6 +5,7 @@ also across a restart in the middle of the burst, and with two instances on one 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from echocenter.db.engine import make_engine, make_sessionmaker
-from echocenter.db.models import OutboxMessage
+from echocenter.db.models import Approval, OutboxMessage
 from echocenter.settings import Settings
 from tests.conftest import Server
 from tests.e2e.conftest import create_verified_connector, e2e_settings, serve_echocenter
+from tests.e2e.test_butler import asked, story_with_agent
 from tests.support.databases import Database
 from tests.support.emulator import RunningEmulator
 from tests.support.waiting import eventually
@@ -171,3 +173,35 @@ async def connector_on(server: Server, emu: RunningEmulator) -> int:
 
 async def _connected(emu: RunningEmulator, count: int = 1) -> bool:
     return len((await emu.control("GET", "/connections"))["items"]) >= count
+
+
+async def test_a_card_sent_after_a_restart_is_still_updated(
+    database: Database, tmp_path: Path, emu: RunningEmulator
+) -> None:
+    """The approval card's id is stored when the send returns it; when the card went out from the outbox
+    after its requester was gone (a restart), the id is found by the card's uuid when next needed."""
+    async with story_with_agent(database, tmp_path, emu) as story:
+        _, card, approval = await asked(story)
+        engine = make_engine(
+            story.server.settings.resolved_database_url, schema=story.server.settings.database_schema
+        )
+        try:
+            async with make_sessionmaker(engine)() as session:
+                await session.execute(
+                    update(Approval).where(Approval.id == approval["id"]).values(card_message_id=None)
+                )
+                await session.commit()
+        finally:
+            await engine.dispose()
+        decided = await story.api.post(
+            f"/api/approvals/{approval['id']}/decision", json={"decision": "reject", "reason": "not now"}
+        )
+        assert decided.status_code == 200 and decided.json()["decided"] is True
+
+        async def card_updated() -> bool:
+            stored = (await emu.control("GET", "/chats/oc_ops/messages"))["items"]
+            now = next(m for m in stored if m["message_id"] == card["message_id"])
+            return bool(now["updated"]) and "not now" in json.dumps(now["content"])
+
+        await eventually(card_updated)
+        assert (await story.approval(approval["id"]))["card_message_id"] == card["message_id"]

@@ -115,6 +115,11 @@ class Outbound:
         )
         return message_id
 
+    async def sent_message_id(self, connector_id: int, uuid: str) -> str | None:
+        """The message id of what was sent with ``uuid``, if it has been sent (its sender may have been a
+        later process than the caller that asked for it)."""
+        return await self._outbox.sent_message_id(connector_id, uuid)
+
     async def update_card(self, connector_id: int, *, message_id: str, card: dict[str, Any]) -> None:
         await self._send(
             [

@@ -492,6 +492,17 @@ class Outbox:
             metrics.OUTBOX_FAILED.labels(row.kind).inc()
         self._finished(row.id, False, error)
 
+    async def sent_message_id(self, connector_id: int, uuid: str) -> str | None:
+        """Feishu's id of the message sent for ``uuid``, once sent (e.g. by the sender after a restart)."""
+        async with self._sessions() as session:
+            return await session.scalar(
+                select(OutboxMessage.sent_message_id).where(
+                    OutboxMessage.connector_id == connector_id,
+                    OutboxMessage.uuid == uuid,
+                    OutboxMessage.status == OutboxStatus.SENT.value,
+                )
+            )
+
     # --- what /metrics shows ------------------------------------------------------------------------
     async def backlog(self) -> tuple[int, float]:
         """Rows waiting, and the age in seconds of the oldest of them (0 when none)."""
