@@ -35,7 +35,7 @@ from echocenter.feishu import webhook
 from echocenter.feishu.bridge import FeishuBridge
 from echocenter.feishu.inbound import prune_seen_messages
 from echocenter.feishu.outbound import Outbound
-from echocenter.feishu.outbox import Outbox, PacingLimits
+from echocenter.feishu.outbox import Outbox, PacingLimits, prune_outbox
 from echocenter.filemodes import make_private, secure_sqlite_files, write_private
 from echocenter.integration_logs import service as logs
 from echocenter.logging_setup import log_event
@@ -180,6 +180,7 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
                     session, max_age=timedelta(days=settings.dedup_retention_days)
                 )
                 await auth_service.prune_login_attempts(session)
+                await prune_outbox(session, max_age=timedelta(days=settings.dedup_retention_days))
             if removed or forgotten:
                 log_event(log, "retention_pruned", integration_logs=removed, seen_messages=forgotten)
 

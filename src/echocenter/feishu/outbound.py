@@ -4,6 +4,7 @@ per chat, logged as ``ws_outbound``; a Feishu ``uuid`` on every create makes ret
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid as uuid_lib
 from typing import Any
@@ -57,11 +58,17 @@ class Outbound:
     def __init__(self, outbox: Outbox) -> None:
         self._outbox = outbox
 
-    async def _send(self, rows: list[NewRow]) -> list[str]:
+    async def _send(self, rows: list[NewRow], wait_seconds: float | None = None) -> list[str]:
+        ids = await self._outbox.enqueue(rows)
         try:
-            return await self._outbox.wait_sent(await self._outbox.enqueue(rows))
+            return await asyncio.wait_for(self._outbox.wait_sent(ids), wait_seconds)
         except OutboxFailed as exc:  # logged as ws_outbound with Feishu's code by the outbox
             raise OutboundError(str(exc)) from exc
+        except TimeoutError as exc:
+            raise OutboundError(
+                f"not sent within {wait_seconds:g} s (Feishu refuses or cannot be reached for now); "
+                "it stays in the outbox and is sent when Feishu takes it"
+            ) from exc
 
     async def send_text(
         self,
@@ -71,8 +78,11 @@ class Outbound:
         text: str,
         reply_to: str | None = None,
         uuid: str | None = None,
+        wait_seconds: float | None = None,
     ) -> list[str]:
-        """Send (or reply with) text, split under Feishu's limit. Returns the message ids."""
+        """Send (or reply with) text, split under Feishu's limit. Returns the message ids.
+
+        ``wait_seconds``: give up waiting (OutboundError) after that long; the text is still sent later."""
         base = uuid or uuid_lib.uuid4().hex
         return await self._send(
             [
@@ -87,7 +97,8 @@ class Outbound:
                     msg_type="text",
                 )
                 for i, chunk in enumerate(split_text(text))
-            ]
+            ],
+            wait_seconds,
         )
 
     async def send_card(

@@ -517,6 +517,17 @@ class Outbox:
         return int(count), max(0.0, (utcnow() - oldest).total_seconds())
 
 
+async def prune_outbox(session: AsyncSession, *, max_age: timedelta) -> int:
+    """Forget sent and failed rows older than ``max_age`` (pending ones are kept whatever their age)."""
+    result = await session.execute(
+        delete(OutboxMessage).where(
+            OutboxMessage.status != OutboxStatus.PENDING.value, OutboxMessage.created_at < utcnow() - max_age
+        )
+    )
+    await session.commit()
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def text_content(text: str) -> str:
     return json.dumps({"text": text}, ensure_ascii=False)
 
