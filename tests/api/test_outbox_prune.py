@@ -5,21 +5,16 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from echocenter.db.engine import make_engine, make_sessionmaker
-from echocenter.db.migrate import upgrade_to_head
 from echocenter.db.models import FeishuConnector, OutboxMessage, OutboxStatus
 from echocenter.db.types import utcnow
 from echocenter.feishu.outbox import prune_outbox
-from tests.support.databases import Database
+from tests.support.databases import Database, migrated_sessions
 
 
 async def test_old_sent_and_failed_rows_are_forgotten_pending_ones_never(
     database: Database, tmp_path: Path
 ) -> None:
-    engine = make_engine(database.url, schema=database.schema)
-    try:
-        await upgrade_to_head(engine)
-        sessions = make_sessionmaker(engine)
+    async with migrated_sessions(database) as sessions:
         now = utcnow()
         async with sessions() as session:
             connector = FeishuConnector(connector_name="c")
@@ -46,6 +41,4 @@ async def test_old_sent_and_failed_rows_are_forgotten_pending_ones_never(
         async with sessions() as session:
             assert await prune_outbox(session, max_age=timedelta(days=7)) == 2
             kept = set(await session.scalars(select(OutboxMessage.uuid)))
-    finally:
-        await engine.dispose()
     assert kept == {"old-pending", "new-sent"}
