@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
+from echocenter.connectors import api as connectors_api
 from echocenter.db.engine import make_engine, make_sessionmaker
 from echocenter.db.models import Approval, OutboxMessage
 from echocenter.settings import Settings
 from tests.conftest import Server
-from tests.e2e.conftest import create_verified_connector, e2e_settings, serve_echocenter
+from tests.e2e.conftest import Stack, create_verified_connector, e2e_settings, serve_echocenter
 from tests.e2e.test_butler import asked, story_with_agent
 from tests.support.databases import Database
 from tests.support.emulator import RunningEmulator
@@ -205,3 +206,22 @@ async def test_a_card_sent_after_a_restart_is_still_updated(
 
         await eventually(card_updated)
         assert (await story.approval(approval["id"]))["card_message_id"] == card["message_id"]
+
+
+async def test_an_admin_test_message_is_answered_in_time_and_still_sent(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While Feishu refuses, the admin gets a 409 after the route's wait, and the outbox sends it later."""
+    monkeypatch.setattr(connectors_api, "TEST_MESSAGE_WAIT_SECONDS", 0.3)
+    await stack.emu.control("POST", "/faults", {"fail_next_sends": {"count": 3, "kind": "5xx"}})
+    response = await stack.api.post(
+        f"/api/integrations/feishu/{stack.connector_id}/test-message",
+        json={"chat_id": "oc_ops", "text": "sent in the end"},
+    )
+    assert response.status_code == 409 and "stays in the outbox" in response.json()["error"]["message"]
+
+    async def delivered() -> bool:
+        items = (await stack.emu.control("GET", "/chats/oc_ops/messages"))["items"]
+        return any(m["sender_type"] == "app" and m["content"] == {"text": "sent in the end"} for m in items)
+
+    await eventually(delivered)
