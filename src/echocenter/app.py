@@ -16,6 +16,7 @@ from fastapi import Depends, FastAPI
 from echocenter.agents import api as agents_api
 from echocenter.agents.hub import AgentHub
 from echocenter.api import health
+from echocenter.api import metrics as metrics_api
 from echocenter.api.body_limit import BodySizeLimit
 from echocenter.api.docs import mount_docs
 from echocenter.api.error_docs import install_error_docs
@@ -43,6 +44,7 @@ from echocenter.feishu.bridge import FeishuBridge
 from echocenter.feishu.callback_guard import forget_sightings
 from echocenter.feishu.inbound import prune_seen_messages
 from echocenter.feishu.outbound import Outbound
+from echocenter.feishu.outbox import Outbox, PacingLimits, prune_outbox
 from echocenter.filemodes import make_private, secure_sqlite_files, write_private
 from echocenter.integration_logs import service as logs
 from echocenter.logging_setup import log_event
@@ -159,7 +161,18 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
         cluster.bus.subscribe(agents_api.AGENT_DISCONNECT, disconnect_agent)
         app.state.bus = cluster.bus
         bridge = FeishuBridge(runtime, butler=butler or UnconfiguredButler(), bus=cluster.bus)
-        outbound = Outbound(runtime.sessions, bridge)
+        outbox = Outbox(
+            runtime.sessions,
+            bridge,
+            limits=PacingLimits(
+                per_app_qps=settings.feishu_send_qps_per_app,
+                per_app_per_minute=settings.feishu_send_per_minute_per_app,
+                per_chat_qps=settings.feishu_send_qps_per_chat,
+                per_message_patch_qps=settings.feishu_patch_qps_per_message,
+            ),
+            dialect=engine.dialect.name,
+        )
+        outbound = Outbound(outbox)
         workflow = ApprovalWorkflow(
             runtime, outbound=outbound, hub=agents, spawn=tasks.start, bus=cluster.bus
         )
@@ -173,7 +186,7 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
                 hub=agents,
             )
         app.state.bridge, app.state.agents, app.state.workflow = bridge, agents, workflow
-        app.state.outbound = outbound
+        app.state.outbound, app.state.outbox = outbound, outbox
 
         async def prune() -> None:
             async with once_per_fleet(engine, "retention", schema=settings.database_schema) as mine:
@@ -194,6 +207,7 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
                 await auth_service.prune_login_attempts(session)
                 await forget_sightings(session, window_seconds=settings.feishu_callback_max_skew_seconds)
                 await prune_departed(session, older_than=DEPARTED_INSTANCE_RETENTION)
+                await prune_outbox(session, max_age=timedelta(days=settings.dedup_retention_days))
             if removed or forgotten:
                 log_event(log, "retention_pruned", integration_logs=removed, seen_messages=forgotten)
 
@@ -211,12 +225,14 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
         tasks.start("inbox-redrive", _every(settings.inbox_sweep_seconds, bridge.redrive))
         app.state.tasks = tasks
         await bridge.start()
+        outbox.start()
         log_event(
             log, "service_started", environment=settings.environment.value, database=engine.dialect.name
         )
         try:
             yield
         finally:
+            await outbox.stop()
             await bridge.stop()
             await tasks.stop()
             await cluster.leave()
@@ -241,6 +257,7 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
     app.include_router(health.router)
+    app.include_router(metrics_api.router)
     app.include_router(auth_api.router)
     app.include_router(connectors_api.router)
     app.include_router(webhook.router)

@@ -109,6 +109,14 @@ class Settings(BaseSettings):
     connector_reconcile_seconds: float = Field(default=30.0, gt=0)
     # Agent presence is written in batches (one statement per flush), never from a socket's read loop.
     presence_flush_seconds: float = Field(default=2.0, gt=0)
+    # Outbox pacing at Feishu's send quotas (0 turns that pacing off: Lark, a raised quota, a benchmark) and
+    # Prometheus metrics (quota-11).
+    feishu_send_qps_per_app: float = Field(default=50, ge=0)
+    feishu_send_per_minute_per_app: int = Field(default=1000, ge=0)
+    feishu_send_qps_per_chat: float = Field(default=5, ge=0)
+    feishu_patch_qps_per_message: float = Field(default=5, ge=0)
+    metrics_enabled: bool = True
+    metrics_token: str = ""  # when set, GET /metrics needs "Authorization: Bearer <token>"
 
     @model_validator(mode="after")
     def _refuse_weak_secrets_outside_development(self) -> Settings:

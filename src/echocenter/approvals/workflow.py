@@ -39,6 +39,10 @@ def _toast(kind: str, content: str) -> dict[str, Any]:
     return {"type": kind, "content": content}
 
 
+def _card_uuid(approval: Approval) -> str:
+    return f"approval-card-{approval.request_id}"[:50]
+
+
 class ApprovalWorkflow:
     def __init__(
         self,
@@ -109,7 +113,7 @@ class ApprovalWorkflow:
                 chat_id=message.chat_id,
                 card=approval_card(approval),
                 reply_to=message.message_id,
-                uuid=f"approval-card-{approval.request_id}"[:50],
+                uuid=_card_uuid(approval),
             )
         except OutboundError as exc:
             await self._log(approval, LogAction.WS_AUTH_CARD, LogLevel.ERROR, ok=False, error=str(exc))
@@ -338,8 +342,15 @@ class ApprovalWorkflow:
             log.warning("approval_result_not_sent approval_id=%s", approval.id)
 
     async def _refresh_card(self, approval: Approval) -> None:
-        if approval.connector_id is None or not approval.card_message_id:
+        if approval.connector_id is None:
             return
+        if not approval.card_message_id:  # the card went out after a restart: its id is in the outbox
+            card_id = await self._outbound.sent_message_id(approval.connector_id, _card_uuid(approval))
+            if not card_id:
+                return
+            async with self._sessions() as session:
+                await store.set_card(session, approval.id, card_id)
+            approval.card_message_id = card_id
         try:
             await self._outbound.update_card(
                 approval.connector_id, message_id=approval.card_message_id, card=approval_card(approval)

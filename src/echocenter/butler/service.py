@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 
 from sqlalchemy import func, select
@@ -12,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from echocenter import metrics
 from echocenter.agents import service as agents
 from echocenter.agents.commands import is_allowed, normalize
 from echocenter.agents.hub import AgentHub
@@ -117,6 +119,7 @@ class ButlerService:
         return int(count or 0)
 
     async def _respond(self, conversation_id: int, message: InboundMessage) -> None:
+        started = time.monotonic()
         async with self._locks[conversation_id]:  # one answer at a time per conversation, in order
             async with self._sessions() as session:
                 agent_commands = await agents.commands_by_name(session)
@@ -129,7 +132,9 @@ class ButlerService:
                 agent_commands=agent_commands,
             )
             try:
+                thinking = time.monotonic()
                 reply = await self._brain.respond(context)
+                metrics.BRAIN_LATENCY.observe(time.monotonic() - thinking)
             except BrainError as exc:
                 await record_now(
                     self._sessions,
@@ -159,6 +164,7 @@ class ButlerService:
                 return
             if reply.text:
                 await self._say(message, reply.text)
+                metrics.ANSWER_LATENCY.observe(time.monotonic() - started)
             if reply.command is not None:
                 approval = await self._workflow.request(
                     message=message,

@@ -34,6 +34,7 @@ from echocenter.runtime import Runtime
 MAX_LOG_ID = 2**63 - 1  # BIGINT
 
 router = APIRouter(prefix="/api/integrations/feishu", tags=["feishu connectors"])
+TEST_MESSAGE_WAIT_SECONDS = 15.0  # an admin waits for the answer; the outbox goes on trying after it
 
 ConnectorId = Annotated[int, Path(ge=1, le=2**31 - 1, description="connector id")]
 
@@ -249,7 +250,9 @@ async def test_message(
     await session.close()
     outbound: Outbound = request.app.state.outbound
     try:
-        ids = await outbound.send_text(connector_id, chat_id=chat_id, text=body.text)
+        ids = await outbound.send_text(
+            connector_id, chat_id=chat_id, text=body.text, wait_seconds=TEST_MESSAGE_WAIT_SECONDS
+        )
     except OutboundError as exc:
         raise Conflict(f"Feishu refused the message: {exc}") from exc
     return TestMessageSent(chat_id=chat_id, message_ids=ids)

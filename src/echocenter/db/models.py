@@ -11,6 +11,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -326,3 +327,52 @@ class AgentPresence(Base):
     instance_id: Mapped[str] = mapped_column(String(64))
     connected_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"  # a permanent Feishu error (logged with Feishu's code and message)
+
+
+class OutboxMessage(Base):
+    """A reply, card or card update, written before it goes to Feishu (feishu/outbox.py sends it).
+
+    Rows of one ``lane`` (a chat, or the message a PATCH targets) go out in id order, one at a time.
+    """
+
+    __tablename__ = "outbox_messages"
+    __table_args__ = (
+        Index("ix_outbox_messages_pending", "status", "connector_id", "lane", "id"),
+        UniqueConstraint("connector_id", "uuid", name="uq_outbox_messages_uuid"),
+        NO_ID_REUSE,
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    connector_id: Mapped[int] = mapped_column(Integer, ForeignKey("feishu_connectors.id", ondelete="CASCADE"))
+    lane: Mapped[str] = mapped_column(String(160))  # "chat:<chat_id>" or "message:<message_id>"
+    kind: Mapped[str] = mapped_column(String(16))  # text | card | card_update
+    chat_id: Mapped[str] = mapped_column(String(128), default="")
+    target_message_id: Mapped[str] = mapped_column(String(128), default="")  # reply_to, or the card to PATCH
+    msg_type: Mapped[str] = mapped_column(String(16), default="")
+    content: Mapped[str] = mapped_column(Text)  # the JSON string Feishu gets as ``content``
+    uuid: Mapped[str] = mapped_column(String(50))  # Feishu's idempotency key (PATCH: ours only)
+    status: Mapped[str] = mapped_column(String(16), default=OutboxStatus.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    sent_message_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class OutboxPacing(Base):
+    """Shared send pacing (PostgreSQL, several instances): per quota key, the theoretical arrival time of
+    the next request (GCRA), so every instance draws from one budget."""
+
+    __tablename__ = "outbox_pacing"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    tat: Mapped[float] = mapped_column(Float)  # epoch seconds

@@ -126,6 +126,11 @@ class ConfigIn(_Body):
     reconnect_interval_seconds: int | None = Field(default=None, ge=0)
     reconnect_nonce_seconds: int | None = Field(default=None, ge=0)
     reconnect_count: int | None = None
+    quotas_enabled: bool | None = None
+    quota_chat_per_second: int | None = Field(default=None, ge=0)
+    quota_app_per_second: int | None = Field(default=None, ge=0)
+    quota_app_per_minute: int | None = Field(default=None, ge=0)
+    quota_patch_per_message_per_second: int | None = Field(default=None, ge=0)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -189,6 +194,8 @@ class Control:
             r("/counters/reset", self.reset_counters, "POST"),
             r("/faults", self.set_faults, "POST"),
             r("/config", self.set_config, "POST"),
+            r("/quotas", self.quotas, "GET"),
+            r("/quotas/reset", self.reset_quotas, "POST"),
             r("/bench/push", self.bench_push, "POST"),
             r("/bench/stats/{batch_id}", self.bench_stats, "GET"),
         ]
@@ -431,6 +438,24 @@ class Control:
         if body.silent is not None:
             faults.silent = body.silent
         return {"faults": faults.public(), "dropped_connections": dropped}
+
+    async def quotas(self, _: Request) -> dict[str, Any]:
+        config = self.world.config
+        return {
+            "enabled": config.quotas_enabled,
+            "limits": {
+                "chat_per_second": config.quota_chat_per_second,
+                "app_per_second": config.quota_app_per_second,
+                "app_per_minute": config.quota_app_per_minute,
+                "message_patch_per_second": config.quota_patch_per_message_per_second,
+            },
+            "refusals": dict(self.world.quotas.refusals),
+            "refused_total": sum(self.world.quotas.refusals.values()),
+        }
+
+    async def reset_quotas(self, _: Request) -> dict[str, Any]:
+        self.world.quotas.reset()
+        return {"ok": True}
 
     async def bench_push(self, request: Request) -> dict[str, Any]:
         body: PushIn = await self._body(request, PushIn)  # type: ignore[arg-type]

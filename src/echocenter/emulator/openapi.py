@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from echocenter.emulator.events import parse_card
+from echocenter.emulator.quotas import Refusal
 from echocenter.emulator.state import App, Message, World, new_id, now_ms
 
 TEXT_LIMIT_BYTES = 150 * 1024
@@ -28,6 +29,7 @@ NO_BOT = 11205  # bot/v3/info of an app without the Bot capability ("app do not 
 BOT_NOT_ACTIVATED = 230006  # sending as an app whose Bot capability is off
 SCOPE_MISSING = 99991672
 SEND_SCOPES = ("im:message", "im:message:send_as_bot")  # any one of them lets the bot send
+CHAT_RATE_LIMITED = 230020  # Feishu's per-chat send limit (5/s per chat)
 
 
 class ApiError(Exception):
@@ -149,6 +151,36 @@ class OpenApi:
             )
         raise ApiError(1, "internal error", status=500)
 
+    def _enforce(self, refusal: Refusal | None) -> None:
+        if refusal is None:
+            return
+        self.world.counters[f"quota_refused.{refusal.quota}"] += 1
+        headers = {
+            "x-ogw-ratelimit-limit": str(refusal.limit),
+            "x-ogw-ratelimit-reset": str(refusal.reset_seconds),
+        }
+        if refusal.quota == "chat_per_second":
+            raise ApiError(
+                CHAT_RATE_LIMITED,
+                "This operation triggers the frequency limit, please try again later.",
+                status=400,
+                headers=headers,
+            )
+        raise ApiError(RATE_LIMITED, "request trigger frequency limit", status=429, headers=headers)
+
+    def _check_send_quota(self, app: App, chat_id: str) -> None:
+        config = self.world.config
+        if config.quotas_enabled:
+            self._enforce(
+                self.world.quotas.send(
+                    app_id=app.app_id,
+                    chat_id=chat_id,
+                    per_chat=config.quota_chat_per_second,
+                    per_app_second=config.quota_app_per_second,
+                    per_app_minute=config.quota_app_per_minute,
+                )
+            )
+
     # --- endpoints ----------------------------------------------------------------------------------
     async def tenant_token(self, request: Request) -> JSONResponse:
         body = await _json_body(request)  # the official SDK sends this without a Content-Type
@@ -212,6 +244,7 @@ class OpenApi:
             return _ok(earlier.api_view(app.tenant_key))
         msg_type, content = self._content(body)
         chat_id = self._resolve_chat(id_type, str(body.get("receive_id", "")))
+        self._check_send_quota(app, chat_id)
         message = self.world.store(
             Message(
                 new_id("om_"), chat_id, app.bot_open_id, "app", msg_type, content, now_ms(), app_id=app.app_id
@@ -243,6 +276,7 @@ class OpenApi:
         if uuid and (earlier := self.world.message_for_uuid(app.app_id, uuid)):
             return _ok(earlier.api_view(app.tenant_key))
         msg_type, content = self._content(body)
+        self._check_send_quota(app, parent.chat_id)
         thread_id = parent.thread_id
         if body.get("reply_in_thread") is True and not thread_id:
             thread_id = parent.thread_id = new_id("omt_", 8)
@@ -286,6 +320,13 @@ class OpenApi:
         body = await _json_body(request)
         if not isinstance(body.get("content"), str):
             raise ApiError(FIELD_VALIDATION, "content must be a JSON string")
+        if self.world.config.quotas_enabled:
+            self._enforce(
+                self.world.quotas.patch(
+                    message_id=message.message_id,
+                    per_message=self.world.config.quota_patch_per_message_per_second,
+                )
+            )
         self._update_card(message, body["content"])
         return _ok({})
 

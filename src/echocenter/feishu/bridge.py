@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from echocenter import metrics
 from echocenter.butler.interface import Butler
 from echocenter.cluster.bus import EventBus, InProcessBus
 from echocenter.cluster.upsert import upsert
@@ -313,6 +314,7 @@ class FeishuBridge:
         inbox, and its routing runs in the background). A bad payload is logged and skipped; raises only when
         the event could not be stored (database away): then it must not be acked, so Feishu pushes it again.
         """
+        metrics.event_received(transport)
         event = await self._parse(connector_id, payload, transport=transport)
         if event is None:
             return None
@@ -324,6 +326,7 @@ class FeishuBridge:
                 bot_open_id=await self._learn_bot_open_id(connector_id),
                 transport=transport,
             )
+            metrics.event_outcome(admission.outcome, admission.reason)
             if admission.outcome is Outcome.ADMITTED:
                 assert admission.row_id is not None and admission.message is not None
                 work = Work(admission.row_id, InboundStatus.RECEIVED, admission.message)

@@ -23,6 +23,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
+from echocenter import metrics
 from echocenter.feishu.longconn.frames import Frame, FrameError, FrameMethod, FrameType, decode, encode
 from echocenter.feishu.longconn.protocol import (
     ClientConfig,
@@ -278,6 +279,7 @@ class LongConnClient:
     ) -> None:
         with contextlib.suppress(ConnectionClosed):
             await self._send(ws, ack_frame(frame, code=code, data=data, biz_rt_ms=biz_rt_ms))
+        metrics.event_acked(biz_rt_ms / 1000)
 
     async def _send(self, ws: ClientConnection, frame: Frame) -> None:
         async with self._send_lock:
