@@ -78,7 +78,7 @@ async def test_metrics_count_what_happened(database: Database, tmp_path: Path, e
     assert delta("echocenter_events_received_total", transport="ws") == 4
     assert delta("echocenter_events_acked_total") == 4
     assert delta("echocenter_ack_latency_seconds_count") == 4
-    assert delta("echocenter_events_outcome_total", outcome="routed", reason="") == 3
+    assert delta("echocenter_events_outcome_total", outcome="admitted", reason="") == 3
     assert delta("echocenter_events_outcome_total", outcome="filtered", reason="mention_required") == 1
     assert delta("echocenter_butler_brain_seconds_count") == 3
     assert delta("echocenter_answer_latency_seconds_count") == 3

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from echocenter import metrics
 from echocenter.api.deps import RuntimeDep
 from echocenter.approvals.states import ApprovalStatus
-from echocenter.db.models import Approval, ConnectorStatus, FeishuConnector
+from echocenter.db.models import Approval, ConnectorInstanceStatus, ConnectorStatus
 from echocenter.errors import NotAuthenticated, NotFound
 
 router = APIRouter(tags=["health"])
@@ -34,10 +34,14 @@ async def _refresh_stored_state(request: Request, runtime: RuntimeDep) -> None:
         approvals = dict(
             (await session.execute(select(Approval.status, func.count()).group_by(Approval.status))).all()
         )
+        # This instance's own long connections (each instance records its state per connector).
+        mine = ConnectorInstanceStatus.instance_id == request.app.state.bridge.instance_id
         connections = dict(
             (
                 await session.execute(
-                    select(FeishuConnector.status, func.count()).group_by(FeishuConnector.status)
+                    select(ConnectorInstanceStatus.state, func.count())
+                    .where(mine)
+                    .group_by(ConnectorInstanceStatus.state)
                 )
             ).all()
         )
@@ -45,7 +49,7 @@ async def _refresh_stored_state(request: Request, runtime: RuntimeDep) -> None:
         metrics.APPROVALS.labels(state.value).set(approvals.get(state.value, 0))
     for status in ConnectorStatus:
         metrics.LONG_CONNECTIONS.labels(status.value).set(connections.get(status.value, 0))
-    metrics.AGENTS_ONLINE.set(len(request.app.state.agents.online()))
+    metrics.AGENTS_ONLINE.set(len(request.app.state.agents.online()))  # held by this instance
 
 
 @router.get(

@@ -221,6 +221,10 @@ class FeishuBridge:
                 await app.connection
             app.connection = None
 
+    @property
+    def instance_id(self) -> str:
+        return self._instance_id
+
     def is_connected(self, connector_id: int) -> bool:
         app = self._apps.get(connector_id)
         return bool(app and app.connection and not app.connection.done())
