@@ -324,3 +324,58 @@ async def test_a_request_continues_from_its_own_steps_not_from_later_messages(
         assert continued[-1]["role"] == "tool" and continued[-1]["tool_call_id"] == call_ids(asked)[0]
         assert all(m.get("content") not in ("by the way, hello", "Hi again.") for m in continued)
         assert {"role": "user", "content": "how loaded is demo-agent?"} in continued
+
+
+async def test_the_time_budget_ends_the_wait_and_a_late_result_is_still_posted(
+    database: Database, tmp_path: Path, emu: RunningEmulator
+) -> None:
+    fake = FakeOpenAI()
+    asked = tool_answer(AGENT, "uptime", "load")
+    fake.answers += [asked, text_answer("Nobody approved in time, so I cannot tell yet.")]
+    async with loop_story(database, tmp_path, emu, fake, butler_request_budget_seconds=1.0) as story:
+        question = await story.say("how loaded is demo-agent?")
+        [approval] = await carded(story, 1)
+        await answer_to(story, question, "Nobody approved in time, so I cannot tell yet.")
+        body = fake.requests[1]["body"]
+        assert body["tool_choice"] == "none"
+        assert any("time budget" in m["content"] for m in body["messages"] if m["role"] == "system")
+        result = tool_results(body["messages"])[call_ids(asked)[0]]
+        assert result.startswith(f"approval #{approval['id']} is still pending")
+        # The request is over; a late approval still runs the command and posts its output as it is.
+        await approve(story, approval)
+        [posted] = await eventually(story.result_messages)
+        assert "load average" in posted["content"]["text"]
+        assert len(fake.requests) == 2
+
+
+async def test_approval_status_tells_this_chat_about_its_own_approvals_only(
+    database: Database, tmp_path: Path, emu: RunningEmulator
+) -> None:
+    fake = FakeOpenAI()
+    fake.answers.append(tool_answer(AGENT, "uptime", "load"))
+    async with loop_story(database, tmp_path, emu, fake) as story:
+        question = await story.say("run uptime on demo-agent and tell me how it went")
+        [approval] = await carded(story, 1)
+        look = calls_answer(
+            call("approval_status", approval_id=approval["id"]),
+            call("approval_status", approval_id=approval["id"] + 1),  # the other chat's
+        )
+        fake.answers += [tool_answer(AGENT, "whoami", "other chat"), look, text_answer("It ran fine.")]
+        other = await story.say("who runs demo-agent?", chat_id="oc_p2p_alice")  # a request of its own
+        await eventually(lambda: _card_in(story, other, "oc_p2p_alice"))
+        await approve(story, approval)
+        await answer_to(story, question, "It ran fine.")
+        mine, not_mine = (tool_results(fake.messages(3))[i] for i in call_ids(look))
+        assert json.loads(mine) == {
+            "approval_id": approval["id"],
+            "status": "EXECUTED",
+            "agent": AGENT,
+            "command": "uptime",
+            "decided_by": "ou_alice",
+        }
+        assert not_mine == f"there is no approval #{approval['id'] + 1} in this chat."
+
+
+async def _card_in(story: Story, message_id: str, chat_id: str) -> bool:
+    items = (await story.emu.control("GET", f"/chats/{chat_id}/messages"))["items"]
+    return any(m["parent_id"] == message_id and m["msg_type"] == "interactive" for m in items)

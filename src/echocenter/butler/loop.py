@@ -333,7 +333,7 @@ class AgentLoop:
         if call.name == "list_agents":
             return await self._list_agents()
         if call.name == "approval_status":
-            return await self._approval_status(args.get("approval_id"))
+            return await self._approval_status(args.get("approval_id"), message)
         if call.name != "command_agent":
             return f"error: there is no tool named {call.name}."
         if call.approval_id is None:
@@ -396,12 +396,18 @@ class AgentLoop:
             ]
         )
 
-    async def _approval_status(self, approval_id: Any) -> str:
+    async def _approval_status(self, approval_id: Any, message: InboundMessage) -> str:
+        """One approval of this chat (another chat's commands are not this chat's business), or the count
+        of those waiting (as the rule brain's ``status`` tells anyone)."""
         async with self._sessions() as session:
             if type(approval_id) is int:
                 approval = await session.get(Approval, approval_id)
-                if approval is None:
-                    return f"there is no approval #{approval_id}."
+                if (
+                    approval is None
+                    or approval.connector_id != message.connector_id
+                    or approval.chat_id != message.chat_id
+                ):
+                    return f"there is no approval #{approval_id} in this chat."
                 return json.dumps(
                     {
                         "approval_id": approval.id,
