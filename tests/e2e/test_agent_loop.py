@@ -379,3 +379,28 @@ async def test_approval_status_tells_this_chat_about_its_own_approvals_only(
 async def _card_in(story: Story, message_id: str, chat_id: str) -> bool:
     items = (await story.emu.control("GET", f"/chats/{chat_id}/messages"))["items"]
     return any(m["parent_id"] == message_id and m["msg_type"] == "interactive" for m in items)
+
+
+async def test_a_model_call_that_times_out_ends_with_an_apology(
+    database: Database, tmp_path: Path, emu: RunningEmulator
+) -> None:
+    fake = FakeOpenAI()
+    fake.answers += [Hang(3.0)]
+    async with loop_story(database, tmp_path, emu, fake, butler_timeout=0.5, butler_max_retries=0) as story:
+        question = await story.say("hello?")
+        await reply_starting(story, question, "Sorry")
+        entry = await eventually(lambda: story.logs("butler_error"))
+        assert "APITimeoutError" in entry[0]["detail"]["error"]
+
+
+async def test_a_repeated_call_id_in_one_turn_is_one_call(
+    database: Database, tmp_path: Path, emu: RunningEmulator
+) -> None:
+    fake = FakeOpenAI()
+    twice = call("list_agents")
+    fake.answers += [calls_answer(twice, twice), text_answer("One look was enough.")]
+    async with loop_story(database, tmp_path, emu, fake) as story:
+        question = await story.say("what agents are there?")
+        await answer_to(story, question, "One look was enough.")
+        [asked] = [m for m in fake.messages(1) if m.get("tool_calls")]
+        assert len(asked["tool_calls"]) == 1 and len(tool_results(fake.messages(1))) == 1

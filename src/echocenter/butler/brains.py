@@ -267,7 +267,11 @@ class LLMBrain:
             raise BrainError("the language model answered nothing")
         message = completion.choices[0].message
         text = message.content or ""
-        calls = tuple(c for c in map(_parse_call, message.tool_calls or []) if c is not None)
+        by_id: dict[str, ToolCall] = {}
+        for parsed in map(_parse_call, message.tool_calls or []):
+            if parsed is not None:
+                by_id.setdefault(parsed.id, parsed)  # an id given twice is one call (ids pair results)
+        calls = tuple(by_id.values())
         if not text and not calls:
             raise BrainError("the language model answered with neither text nor a tool call")
         return BrainReply(inert(text), tool_calls=calls)  # the model repeats what people wrote: no markup

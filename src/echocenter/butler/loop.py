@@ -200,10 +200,8 @@ class AgentLoop:
             await session.commit()
         return bool(getattr(result, "rowcount", 0))
 
-    async def _move(self, loop_id: int, status: LoopStatus, **values: Any) -> bool:
-        """Leave RUNNING (only while this instance holds the lease)."""
-        if status is LoopStatus.DONE:
-            values["finished_at"] = utcnow()
+    async def _held(self, loop_id: int, **values: Any) -> bool:
+        """Change a loop this instance holds (RUNNING under its lease); False when it is no longer ours."""
         async with self._sessions() as session:
             result = await session.execute(
                 update(ButlerLoop)
@@ -212,11 +210,21 @@ class AgentLoop:
                     ButlerLoop.status == LoopStatus.RUNNING.value,
                     ButlerLoop.lease_owner == self._owner,
                 )
-                .values(status=status.value, lease_owner=None, lease_until=None, **values)
+                .values(**values)
                 .execution_options(synchronize_session=False)
             )
             await session.commit()
         return bool(getattr(result, "rowcount", 0))
+
+    async def _move(self, loop_id: int, status: LoopStatus, **values: Any) -> bool:
+        """Leave RUNNING, letting the lease go."""
+        if status is LoopStatus.DONE:
+            values["finished_at"] = utcnow()
+        return await self._held(loop_id, status=status.value, lease_owner=None, lease_until=None, **values)
+
+    async def _renew(self, loop_id: int) -> bool:
+        """Extend the lease before each step (a step is at most a model call and its cards)."""
+        return await self._held(loop_id, lease_until=utcnow() + self._lease)
 
     async def approval_finished(self, approval: Approval) -> bool:
         """The workflow's hook: an approval of a loop that is not done wakes it (in the background, so a card
@@ -278,8 +286,10 @@ class AgentLoop:
     async def _drive(self, loop_id: int) -> None:
         """Work while this instance holds the loop: settle calls, ask the model, until it waits or ends."""
         while True:
+            if not await self._renew(loop_id):
+                return  # no longer ours (another instance took it up after our lease ran out)
             loop = await self._get(loop_id)
-            if loop is None or loop.status != LoopStatus.RUNNING.value or loop.lease_owner != self._owner:
+            if loop is None:
                 return
             message = InboundMessage(**loop.message)
             waiting = await self._settle(loop, message)  # a failure leaves it to the sweep, lease run out
