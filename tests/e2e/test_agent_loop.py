@@ -404,3 +404,34 @@ async def test_a_repeated_call_id_in_one_turn_is_one_call(
         await answer_to(story, question, "One look was enough.")
         [asked] = [m for m in fake.messages(1) if m.get("tool_calls")]
         assert len(asked["tool_calls"]) == 1 and len(tool_results(fake.messages(1))) == 1
+
+
+async def test_an_outcome_written_without_a_notice_is_found_by_the_sweep(
+    database: Database, tmp_path: Path, emu: RunningEmulator
+) -> None:
+    from sqlalchemy import update
+
+    from echocenter.db.engine import make_engine
+    from echocenter.db.models import Approval
+    from echocenter.db.types import utcnow
+
+    fake = FakeOpenAI()
+    asked = tool_answer(AGENT, "uptime", "load")
+    fake.answers += [asked, text_answer("Someone said no, so I did not run it.")]
+    async with loop_story(database, tmp_path, emu, fake) as story:
+        question = await story.say("how loaded is demo-agent?")
+        [approval] = await carded(story, 1)
+        # As if another instance decided and its notice was lost: only the row says so.
+        settings = story.server.settings
+        engine = make_engine(settings.resolved_database_url, schema=settings.database_schema)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    update(Approval)
+                    .where(Approval.id == approval["id"])
+                    .values(status="REJECTED", decided_by="ou_bob", decided_at=utcnow(), decision_reason="no")
+                )
+        finally:
+            await engine.dispose()
+        await answer_to(story, question, "Someone said no, so I did not run it.")
+        assert tool_results(fake.messages(1))[call_ids(asked)[0]].startswith("rejected by ou_bob: no")
