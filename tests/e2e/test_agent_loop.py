@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from echocenter.db.types import utcnow
 from echocenter.settings import Settings
 from tests.e2e.conftest import create_verified_connector, serve_echocenter
 from tests.e2e.test_butler import AGENT, Story, agent_running, register_agent
@@ -26,6 +27,7 @@ from tests.support.fake_openai import (
     tool_answer,
 )
 from tests.support.live import serve
+from tests.support.rows import set_approval
 from tests.support.waiting import eventually
 
 
@@ -409,12 +411,6 @@ async def test_a_repeated_call_id_in_one_turn_is_one_call(
 async def test_an_outcome_written_without_a_notice_is_found_by_the_sweep(
     database: Database, tmp_path: Path, emu: RunningEmulator
 ) -> None:
-    from sqlalchemy import update
-
-    from echocenter.db.engine import make_engine
-    from echocenter.db.models import Approval
-    from echocenter.db.types import utcnow
-
     fake = FakeOpenAI()
     asked = tool_answer(AGENT, "uptime", "load")
     fake.answers += [asked, text_answer("Someone said no, so I did not run it.")]
@@ -422,16 +418,13 @@ async def test_an_outcome_written_without_a_notice_is_found_by_the_sweep(
         question = await story.say("how loaded is demo-agent?")
         [approval] = await carded(story, 1)
         # As if another instance decided and its notice was lost: only the row says so.
-        settings = story.server.settings
-        engine = make_engine(settings.resolved_database_url, schema=settings.database_schema)
-        try:
-            async with engine.begin() as conn:
-                await conn.execute(
-                    update(Approval)
-                    .where(Approval.id == approval["id"])
-                    .values(status="REJECTED", decided_by="ou_bob", decided_at=utcnow(), decision_reason="no")
-                )
-        finally:
-            await engine.dispose()
+        await set_approval(
+            story.server.settings,
+            approval["id"],
+            status="REJECTED",
+            decided_by="ou_bob",
+            decided_at=utcnow(),
+            decision_reason="no",
+        )
         await answer_to(story, question, "Someone said no, so I did not run it.")
         assert tool_results(fake.messages(1))[call_ids(asked)[0]].startswith("rejected by ou_bob: no")
