@@ -123,6 +123,7 @@ def make_brain(settings: Settings) -> Brain:
             api_token=settings.butler_api_token,
             model=settings.butler_model,
             timeout=settings.butler_timeout,
+            max_retries=settings.butler_max_retries,
         )
     return RuleBrain()
 
@@ -184,7 +185,9 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
                 outbound=outbound,
                 workflow=workflow,
                 hub=agents,
+                spawn=tasks.start,
             )
+            tasks.start("butler-loops", _every(settings.inbox_sweep_seconds, bridge.butler.sweep_loops))
         app.state.bridge, app.state.agents, app.state.workflow = bridge, agents, workflow
         app.state.outbound, app.state.outbox = outbound, outbox
 

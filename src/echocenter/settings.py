@@ -77,6 +77,15 @@ class Settings(BaseSettings):
     butler_model: str = ""
     butler_timeout: float = Field(default=30.0, gt=0)
     butler_history_turns: int = Field(default=20, ge=0, le=200)
+    # The agent loop (LLM brain): tool calls per request, its time budget (approvals included), how much of
+    # a command's output goes back to the model (the tail), the history's token budget (≈ chars/4), retries
+    # of the model API on 429/5xx (backoff, Retry-After honoured), and the lease of an instance on a request.
+    butler_max_steps: int = Field(default=5, ge=1, le=50)
+    butler_request_budget_seconds: float = Field(default=900.0, gt=0)
+    butler_tool_output_chars: int = Field(default=4000, ge=100)
+    butler_history_tokens: int = Field(default=4000, ge=200)
+    butler_max_retries: int = Field(default=2, ge=0, le=10)
+    butler_loop_lease_seconds: float = Field(default=120.0, gt=0)
 
     approval_ttl: int = Field(default=600, ge=5, description="seconds a command waits for a decision")
     approval_sweep_seconds: float = Field(default=5.0, gt=0)

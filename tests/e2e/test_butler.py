@@ -428,25 +428,15 @@ async def test_proactive_messages_go_to_the_latest_inbound_chat(story: Story) ->
 async def test_an_approved_command_whose_outcome_was_lost_is_failed_not_rerun(story: Story) -> None:
     from datetime import timedelta
 
-    from sqlalchemy import update
-
-    from echocenter.db.engine import make_engine
-    from echocenter.db.models import Approval
     from echocenter.db.types import utcnow
+    from tests.support.rows import set_approval
 
     _, card, approval = await asked(story)
     # As if an instance approved it long ago and stopped before the agent's answer came back.
-    settings = story.server.settings
-    engine = make_engine(settings.resolved_database_url, schema=settings.database_schema)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(
-                update(Approval)
-                .where(Approval.id == approval["id"])
-                .values(status="APPROVED", decided_by="ou_alice", decided_at=utcnow() - timedelta(minutes=10))
-            )
-    finally:
-        await engine.dispose()
+    long_ago = utcnow() - timedelta(minutes=10)
+    await set_approval(
+        story.server.settings, approval["id"], status="APPROVED", decided_by="ou_alice", decided_at=long_ago
+    )
     done = await story.settled(approval["id"])
     assert done["status"] == "FAILED" and done["output"].startswith("interrupted")
     assert await story.result_messages() == []  # nothing ran

@@ -29,6 +29,7 @@ async def create(
     chat_id: str,
     source_message_id: str,
     ttl: timedelta,
+    request_id: str | None = None,
 ) -> Approval:
     now = utcnow()
     approval = Approval(
@@ -37,7 +38,7 @@ async def create(
         agent_name=agent_name,
         command=command,
         reason=reason,
-        request_id=uuid.uuid4().hex,
+        request_id=request_id or uuid.uuid4().hex,
         requested_by_open_id=requested_by_open_id,
         requested_by_name=requested_by_name,
         chat_id=chat_id,

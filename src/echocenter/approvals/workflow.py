@@ -31,6 +31,9 @@ from echocenter.runtime import Runtime
 log = logging.getLogger(__name__)
 
 Spawn = Callable[[str, Awaitable[None]], None]
+# Told when an approval reaches a final state on this instance (EXECUTED, FAILED, REJECTED, EXPIRED); True
+# means it takes over telling the chat (the Butler's agent loop), so the raw output is not posted.
+OnFinished = Callable[[Approval], Awaitable[bool]]
 RECOVERY_MARGIN_SECONDS = 30
 MAX_ID = 2**31 - 1
 
@@ -62,6 +65,17 @@ class ApprovalWorkflow:
         self._outbound = outbound
         self._hub = hub
         self._spawn = spawn
+        self.on_finished: OnFinished | None = None
+
+    async def _finished(self, approval: Approval) -> bool:
+        """Tell the hook; a failing hook is logged and the chat still gets the raw outcome."""
+        if self.on_finished is None:
+            return False
+        try:
+            return await self.on_finished(approval)
+        except Exception:
+            log.exception("approval_on_finished_failed approval_id=%s", approval.id)
+            return False
 
     async def _log(
         self, approval: Approval, action: LogAction, level: LogLevel = LogLevel.INFO, **detail: Any
@@ -83,17 +97,26 @@ class ApprovalWorkflow:
 
     # --- request ------------------------------------------------------------------------------------
     async def request(
-        self, *, message: InboundMessage, requester_name: str, agent: str, command: str, reason: str
+        self,
+        *,
+        message: InboundMessage,
+        requester_name: str,
+        agent: str,
+        command: str,
+        reason: str,
+        request_id: str | None = None,
     ) -> Approval:
         """Write the PENDING approval first (durable), then put the card in front of people. A re-driven
-        message (durable inbox) finds its approval already there and does not ask twice."""
+        message (durable inbox) finds its approval already there and does not ask twice; so does a given
+        ``request_id`` (one message may ask for several commands, e.g. in the agent loop)."""
+        found = (
+            Approval.request_id == request_id
+            if request_id
+            else (Approval.connector_id == message.connector_id)
+            & (Approval.source_message_id == message.message_id)
+        )
         async with self._sessions() as session:
-            approval = await session.scalar(
-                select(Approval).where(
-                    Approval.connector_id == message.connector_id,
-                    Approval.source_message_id == message.message_id,
-                )
-            ) or await store.create(
+            approval = await session.scalar(select(Approval).where(found)) or await store.create(
                 session,
                 connector_id=message.connector_id,
                 agent_name=agent,
@@ -104,6 +127,7 @@ class ApprovalWorkflow:
                 chat_id=message.chat_id,
                 source_message_id=message.message_id,
                 ttl=timedelta(seconds=self._settings.approval_ttl),
+                request_id=request_id,
             )
         if approval.card_message_id:
             return approval
@@ -233,6 +257,7 @@ class ApprovalWorkflow:
             await self._log(
                 approval, LogAction.WS_AUTH_CARD_DECISION, decision="expired", operator=who, via=via
             )
+            await self._finished(approval)
             return {
                 "toast": _toast("warning", "This request has expired."),
                 "card": raw(approval_card(approval)),
@@ -254,6 +279,8 @@ class ApprovalWorkflow:
         )
         if approved:
             self._spawn(f"execute-approval-{approval.id}", self.execute(approval.id))
+        else:
+            await self._finished(approval)
         toast = _toast("success", "Approved: running it now.") if approved else _toast("info", "Rejected.")
         return {"toast": toast, "card": raw(approval_card(approval))}
 
@@ -323,7 +350,8 @@ class ApprovalWorkflow:
         )
         await self._bus.publish("approval_result", approval_id=approval_id)  # the row holds the result
         await self._refresh_card(approval)
-        await self._report(approval, result)
+        if not await self._finished(approval):
+            await self._report(approval, result)
 
     async def _report(self, approval: Approval, result: CommandResult) -> None:
         if approval.connector_id is None:
@@ -371,6 +399,7 @@ class ApprovalWorkflow:
             expired += 1
             await self._log(approval, LogAction.WS_AUTH_CARD_DECISION, decision="expired", operator="expiry")
             await self._refresh_card(approval)
+            await self._finished(approval)
         return expired
 
     async def recover_interrupted(self) -> None:
@@ -396,3 +425,4 @@ class ApprovalWorkflow:
                     approval, LogAction.APPROVAL_RESULT, LogLevel.WARN, ok=False, status=approval.status
                 )
                 await self._refresh_card(approval)
+                await self._finished(approval)

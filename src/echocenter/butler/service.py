@@ -19,9 +19,10 @@ from echocenter.agents.commands import is_allowed, normalize
 from echocenter.agents.hub import AgentHub
 from echocenter.approvals.states import ApprovalStatus
 from echocenter.approvals.workflow import ApprovalWorkflow
-from echocenter.butler.brains import Brain, BrainContext, BrainError, CommandRequest
+from echocenter.butler.brains import Brain, BrainContext, BrainError, CommandRequest, Turn
 from echocenter.butler.command_check import problem_with, unknown_agent
 from echocenter.butler.interface import InboundMessage
+from echocenter.butler.loop import AgentLoop, Spawn
 from echocenter.db.models import Approval, Conversation, ConversationTurn, LogLevel
 from echocenter.db.types import utcnow
 from echocenter.feishu.outbound import Outbound
@@ -68,6 +69,7 @@ class ButlerService:
         outbound: Outbound,
         workflow: ApprovalWorkflow,
         hub: AgentHub,
+        spawn: Spawn,
     ) -> None:
         self._sessions = runtime.sessions
         self._settings = runtime.settings
@@ -76,6 +78,26 @@ class ButlerService:
         self._workflow = workflow
         self._hub = hub
         self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # A brain that uses tools answers through the agent loop (results go back to it); the rule brain
+        # answers at once and a command's output is posted as it is.
+        self._loop = (
+            AgentLoop(
+                runtime,
+                brain=brain,
+                outbound=outbound,
+                workflow=workflow,
+                hub=hub,
+                spawn=spawn,
+                owner=self._settings.resolved_instance_id,
+            )
+            if brain.uses_tools
+            else None
+        )
+
+    async def sweep_loops(self) -> None:
+        """Take up agent loops that a lost notice or a crash left behind."""
+        if self._loop is not None:
+            await self._loop.sweep()
 
     async def handle(self, message: InboundMessage) -> None:
         """Keep the user's turn (so it survives a restart); once only, however often the inbox drives it."""
@@ -91,9 +113,13 @@ class ButlerService:
         async with self._sessions() as session:
             conversation_id = await _conversation_id(session, message)
             await session.commit()
+        if self._loop is not None:
+            async with self._locks[conversation_id]:
+                await self._loop.start(conversation_id, message)
+            return
         await self._respond(conversation_id, message)
 
-    async def _history(self, conversation_id: int, before_message_id: str) -> list[tuple[str, str]]:
+    async def _history(self, conversation_id: int, before_message_id: str) -> list[Turn]:
         limit = self._settings.butler_history_turns
         if limit == 0:
             return []
@@ -107,7 +133,11 @@ class ButlerService:
                 )
             )
         turns.reverse()
-        return [(t.role, t.content) for t in turns if t.message_id != before_message_id or t.role != "user"]
+        return [
+            Turn(t.role, t.content)
+            for t in turns
+            if t.role in ("user", "assistant") and (t.message_id != before_message_id or t.role != "user")
+        ]
 
     async def _pending(self) -> int:
         async with self._sessions() as session:

@@ -288,6 +288,56 @@ class ConversationTurn(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # "user:<message_id>", "reply:<message_id>", …: a re-driven message never adds a turn twice (0007).
     turn_key: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    # The agent loop (0013): an assistant turn's tool calls (OpenAI shape), a tool turn's call id.
+    tool_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    tool_call_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+
+
+class ButlerLoop(Base):
+    """A request the LLM brain is working on: driven by whoever holds its lease, waiting on approvals in
+    between (a durable continuation; see butler/loop.py)."""
+
+    __tablename__ = "butler_loops"
+    __table_args__ = (
+        UniqueConstraint("connector_id", "source_message_id", name="uq_butler_loops_message"),
+        Index("ix_butler_loops_status_lease", "status", "lease_until"),
+        NO_ID_REUSE,
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(Integer, ForeignKey("conversations.id", ondelete="CASCADE"))
+    connector_id: Mapped[int] = mapped_column(Integer)
+    source_message_id: Mapped[str] = mapped_column(String(64))
+    message: Mapped[dict[str, Any]] = mapped_column(JSON)  # the InboundMessage, to reply to it
+    status: Mapped[str] = mapped_column(String(16))  # RUNNING | WAITING | DONE
+    steps: Mapped[int] = mapped_column(Integer, default=0)  # tool calls made so far
+    model_turns: Mapped[int] = mapped_column(Integer, default=0)
+    deadline: Mapped[datetime] = mapped_column(UTCDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ButlerToolCall(Base):
+    """One tool call of one model turn; ``result`` is what goes back to the model (set once)."""
+
+    __tablename__ = "butler_tool_calls"
+    __table_args__ = (
+        UniqueConstraint("loop_id", "model_turn", "call_id", name="uq_butler_tool_calls_call"),
+        Index("ix_butler_tool_calls_approval_id", "approval_id"),
+        NO_ID_REUSE,
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    loop_id: Mapped[int] = mapped_column(Integer, ForeignKey("butler_loops.id", ondelete="CASCADE"))
+    model_turn: Mapped[int] = mapped_column(Integer)
+    call_id: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(64))
+    arguments: Mapped[dict[str, Any]] = mapped_column(JSON)
+    approval_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    result: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 # --- several instances ------------------------------------------------------------------------------
