@@ -2,7 +2,7 @@
 inbox), the tool calls of each model turn, and tool calls and results kept in the conversation.
 
 Revision ID: 0013
-Revises: 0008
+Revises: 0010
 Create Date: 2026-11-29
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0013"
-down_revision: str | None = "0008"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
