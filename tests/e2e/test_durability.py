@@ -22,6 +22,7 @@ from tests.support.fleet import (
     create_connector,
     database_engine,
     flow,
+    register_agent,
     service_env,
     services,
     settle,
@@ -35,7 +36,10 @@ from tests.support.tcp_proxy import tcp_proxy
 async def patient_emu() -> AsyncIterator[RunningEmulator]:
     """Redelivery every second and for long enough to outlast a restart or an outage (Feishu retries for
     hours); card answers as usual."""
-    config = EmulatorConfig(ack_timeout_seconds=1.0, max_delivery_attempts=60)
+    # Send quotas off (and the service's pacing off, in service_env): these tests flood one chat at up to
+    # 100 messages/s to kill a process mid-flow; within Feishu's 5 replies/s per chat the answers would take
+    # minutes. Pacing under the quotas has its own tests (test_outbox.py).
+    config = EmulatorConfig(ack_timeout_seconds=1.0, max_delivery_attempts=60, quotas_enabled=False)
     async with running_emulator(config) as emu:
         yield emu
 
@@ -57,6 +61,7 @@ async def test_one_instance_on_sqlite_killed_mid_flow_answers_every_message_once
     async with services() as running, database_engine(url, "") as engine:
         running.append(await start_service(env, tmp_path / "service.log"))
         await create_connector(running[0])
+        await register_agent(running[0])  # a command for an unregistered agent gets no card
         await wait_for(lambda: connections(patient_emu), timeout=15, what="connected")
 
         async def kill() -> None:

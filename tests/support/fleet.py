@@ -66,6 +66,8 @@ def service_env(
         "INBOX_SWEEP_SECONDS": "0.5",
         "INBOX_RETRY_SECONDS": "0.5",
         "LOG_LEVEL": "WARNING",
+        "FEISHU_SEND_QPS_PER_APP": "0",  # the durability runs flood one chat: pacing is tested elsewhere
+        "FEISHU_SEND_QPS_PER_CHAT": "0",
         **extra,
     }
 
