@@ -33,6 +33,7 @@ from echocenter.errors import install_error_handlers
 from echocenter.feishu import webhook
 from echocenter.feishu.bridge import FeishuBridge
 from echocenter.feishu.callback_guard import forget_sightings
+from echocenter.feishu.contacts import ContactDirectory
 from echocenter.feishu.inbound import prune_seen_messages
 from echocenter.feishu.outbound import Outbound
 from echocenter.filemodes import make_private, secure_sqlite_files, write_private
@@ -143,7 +144,10 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
         agents = AgentHub()
         bridge = FeishuBridge(runtime, butler=butler or UnconfiguredButler())
         outbound = Outbound(runtime.sessions, bridge)
-        workflow = ApprovalWorkflow(runtime, outbound=outbound, hub=agents, spawn=tasks.start)
+        contacts = ContactDirectory(runtime.sessions, bridge, ttl_seconds=settings.contact_name_ttl)
+        workflow = ApprovalWorkflow(
+            runtime, outbound=outbound, hub=agents, spawn=tasks.start, contacts=contacts
+        )
         bridge.card_handler = workflow.on_card_click
         if butler is None:
             bridge.butler = ButlerService(
@@ -178,6 +182,7 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
         async def sweep() -> None:
             await workflow.sweep_expired()
             await workflow.recover_interrupted()
+            await workflow.sweep_reminders()
 
         tasks.start("approval-expiry", _every(settings.approval_sweep_seconds, sweep))
         app.state.tasks = tasks

@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     approval_ttl: int = Field(default=600, ge=5, description="seconds a command waits for a decision")
     approval_sweep_seconds: float = Field(default=5.0, gt=0)
     agent_command_timeout: float = Field(default=30.0, gt=0)
+    # approvals-12: reminder DMs, escalation (0 = never) and how long a person's name is cached.
+    approval_remind_after: float = Field(default=300.0, ge=0)
+    approval_escalate_after: float = Field(default=450.0, ge=0)
+    contact_name_ttl: float = Field(default=3600.0, ge=0)
 
     log_retention_days: int = Field(default=30, ge=1)
     log_retention_max_rows: int = Field(default=100_000, ge=100)

@@ -15,7 +15,7 @@ from tests.support.emulator import RunningEmulator
 async def test_a_person_approves_a_command_from_the_chat_page(
     browser: Browser, server: Server, emu: RunningEmulator
 ) -> None:
-    await create_verified_connector(server, approvers=["ou_alice"])
+    await create_verified_connector(server, approvers=["ou_alice"], allow_self_approval=True)
     token = await register_agent(server.client)
     async with agent_running(server, token):
         page = await browser.new_page()

@@ -21,6 +21,7 @@ async def create(
     session: AsyncSession,
     *,
     connector_id: int | None,
+    approvals_required: int = 1,
     agent_name: str,
     command: str,
     reason: str,
@@ -33,6 +34,7 @@ async def create(
     now = utcnow()
     approval = Approval(
         connector_id=connector_id,
+        approvals_required=approvals_required,
         status=ApprovalStatus.PENDING.value,
         agent_name=agent_name,
         command=command,
@@ -82,6 +84,7 @@ class Decision:
     won: bool  # this call made the decision
     approval: Approval  # as stored after the call
     expired: bool = False  # the request had run out before anyone decided
+    expired_now: bool = False  # ...and this call is the one that marked it EXPIRED
 
 
 async def decide(
@@ -101,8 +104,8 @@ async def decide(
     )
     approval = await get(session, approval_id)
     if not won and approval.status == ApprovalStatus.PENDING.value and approval.expires_at <= now:
-        await expire(session, approval_id)
-        return Decision(False, await get(session, approval_id), expired=True)
+        expired_now = await expire(session, approval_id)
+        return Decision(False, await get(session, approval_id), expired=True, expired_now=expired_now)
     return Decision(won, approval, expired=approval.status == ApprovalStatus.EXPIRED.value)
 
 
@@ -156,3 +159,28 @@ async def list_approvals(
         query = query.where(Approval.status == status.value)
     pending_first = Approval.status != ApprovalStatus.PENDING.value
     return list(await session.scalars(query.order_by(pending_first, Approval.id.desc()).limit(limit)))
+
+
+async def claim_once(session: AsyncSession, approval_id: int, column: str) -> bool:
+    """Set ``reminded_at`` / ``escalated_at`` if still unset and the approval still pending: True for the one
+    caller (on any instance) that did it."""
+    field = getattr(Approval, column)
+    result = await session.execute(
+        update(Approval)
+        .where(Approval.id == approval_id, field.is_(None), Approval.status == ApprovalStatus.PENDING.value)
+        .values({column: utcnow()})
+        .execution_options(synchronize_session=False)
+    )
+    await session.commit()
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def pending_older_than(session: AsyncSession, *, created_before: datetime, unset: str) -> list[int]:
+    field = getattr(Approval, unset)
+    query = select(Approval.id).where(
+        Approval.status == ApprovalStatus.PENDING.value,
+        Approval.created_at <= created_before,
+        Approval.expires_at > utcnow(),
+        field.is_(None),
+    )
+    return list(await session.scalars(query))

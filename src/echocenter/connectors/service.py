@@ -45,6 +45,10 @@ def to_out(connector: FeishuConnector) -> ConnectorOut:
         ignore_bot_messages=connector.ignore_bot_messages,
         rate_limit_per_minute=connector.rate_limit_per_minute,
         callback_enabled=connector.callback_enabled,
+        allow_self_approval=connector.allow_self_approval,
+        approvals_required=connector.approvals_required,
+        escalation_approvers=list(connector.escalation_approvers),
+        approval_delivery=connector.approval_delivery,
         enabled=connector.enabled,
         status=connector.status,  # type: ignore[arg-type]
         callback_verified=connector.callback_verified,

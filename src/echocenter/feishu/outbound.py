@@ -76,6 +76,7 @@ class Outbound:
         content: dict[str, Any],
         reply_to: str | None,
         uuid: str,
+        receive_id_type: str = "chat_id",
     ) -> str:
         client = self._client(connector_id)
         body = {"msg_type": msg_type, "content": json.dumps(content, ensure_ascii=False), "uuid": uuid}
@@ -86,7 +87,7 @@ class Outbound:
                 data = await client.call(
                     "POST",
                     "/open-apis/im/v1/messages",
-                    params={"receive_id_type": "chat_id"},
+                    params={"receive_id_type": receive_id_type},
                     json={**body, "receive_id": chat_id},
                 )
         except FeishuError as exc:
@@ -134,7 +135,9 @@ class Outbound:
         card: dict[str, Any],
         reply_to: str | None = None,
         uuid: str | None = None,
+        receive_id_type: str = "chat_id",
     ) -> str:
+        """``chat_id`` names the receiver: a chat, or with ``receive_id_type="open_id"`` a person (a DM)."""
         return await self._create(
             connector_id,
             kind="card",
@@ -143,6 +146,7 @@ class Outbound:
             content=card,
             reply_to=reply_to,
             uuid=uuid or uuid_lib.uuid4().hex,
+            receive_id_type=receive_id_type,
         )
 
     async def update_card(self, connector_id: int, *, message_id: str, card: dict[str, Any]) -> None:

@@ -42,6 +42,8 @@ class LogAction(StrEnum):
     BUTLER_ERROR = "butler_error"
     APPROVAL_REFUSED = "approval_refused"  # a command outside the agent's list: no card
     COMMAND_REFUSED = "command_refused"
+    CONTACT_LOOKUP_REFUSED = "contact_lookup_refused"  # approvals-12: names fall back to open_ids
+    APPROVAL_REMINDER = "approval_reminder"  # approvals-12: reminder DMs and escalation
 
 
 # The audit trail: who changed a connector and who decided what. Retention caps these separately from the
