@@ -3,13 +3,15 @@ to each approver (``receive_id_type=open_id``), reminders; each copy is remember
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import weakref
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from echocenter.approvals import copies, votes
+from echocenter.approvals import copies, store, votes
 from echocenter.approvals.policy import approvers_for, delivery_of
 from echocenter.db.models import Approval, FeishuConnector
 from echocenter.feishu.cards import approval_card
@@ -23,6 +25,8 @@ class CardDelivery:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], outbound: Outbound) -> None:
         self._sessions = sessions
         self._outbound = outbound
+        # One refresh at a time per approval: a "running" update must never land after the "done" one.
+        self._refreshing: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def card(self, approval: Approval) -> dict[str, Any]:
         async with self._sessions() as session:
@@ -100,16 +104,24 @@ class CardDelivery:
             log.warning("approval_notice_not_sent approval_id=%s", approval.id)
 
     async def refresh_all(self, approval: Approval, *, skip: str | None = None) -> None:
-        """Every copy of the card shows the approval as it now stands (``skip``: the one a click answers)."""
+        """Every copy of the card shows the approval as it now stands (``skip``: the one a click answers).
+        Refreshes of one approval run one after the other, each rendering the latest stored state."""
         if approval.connector_id is None:
             return
-        async with self._sessions() as session:
-            card_ids = await copies.message_ids(session, approval)
-        card = await self.card(approval)
-        for card_id in card_ids:
-            if card_id == skip:
-                continue
-            try:
-                await self._outbound.update_card(approval.connector_id, message_id=card_id, card=card)
-            except OutboundError:
-                log.warning("approval_card_not_updated approval_id=%s message_id=%s", approval.id, card_id)
+        lock = self._refreshing.get(approval.id)
+        if lock is None:
+            lock = self._refreshing[approval.id] = asyncio.Lock()
+        async with lock:
+            async with self._sessions() as session:
+                current = await store.get(session, approval.id)
+                card_ids = await copies.message_ids(session, current)
+            card = await self.card(current)
+            for card_id in card_ids:
+                if card_id == skip:
+                    continue
+                try:
+                    await self._outbound.update_card(approval.connector_id, message_id=card_id, card=card)
+                except OutboundError:
+                    log.warning(
+                        "approval_card_not_updated approval_id=%s message_id=%s", approval.id, card_id
+                    )

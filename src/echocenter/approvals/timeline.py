@@ -5,8 +5,9 @@ of approval_id, kind, actor, actor_name, detail and created_at), so editing, ins
 behind the service's back breaks the chain at that row, and ``verify`` names it. One chain (rather than one
 per approval) also reveals a whole approval's trail being removed.
 
-Appends are serialised across instances: on PostgreSQL by a transaction-level advisory lock, everywhere by
-the unique ``prev_hash`` (two appends on the same head cannot both commit; the loser retries on the new head).
+Appends are serialised across instances: on PostgreSQL by a transaction-level advisory lock (SQLite's single
+pooled connection does the same in-process), and everywhere by the unique ``prev_hash``: two appends on the
+same head cannot both commit; the loser retries on the new head.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ GENESIS = "0" * 64
 # pg_advisory_xact_lock key: "EchoCenter approval timeline" (any constant unique to this use).
 _ADVISORY_KEY = 0x45434154
 _APPEND_ATTEMPTS = 20
-_local_lock = asyncio.Lock()  # one SQLite file = one instance: spares the retries in-process
 
 
 class EventKind:
@@ -99,31 +99,30 @@ async def append(
 ) -> ApprovalEvent:
     """Add one event at the head of the chain, in its own transaction."""
     clean = {k: v for k, v in detail.items() if v is not None}
-    async with _local_lock:
-        for attempt in range(_APPEND_ATTEMPTS):
-            async with sessions() as session:
-                if session.get_bind().dialect.name == "postgresql":
-                    await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_KEY})
-                prev = await _head(session)
-                now = utcnow()
-                event = ApprovalEvent(
-                    approval_id=approval_id,
-                    kind=kind,
-                    actor=actor[:128],
-                    actor_name=actor_name[:128],
-                    detail=clean,
-                    created_at=now,
-                    prev_hash=prev,
-                )
-                event.hash = row_hash(event)
-                session.add(event)
-                try:
-                    await session.commit()
-                except IntegrityError:
-                    await session.rollback()  # someone else took this head: chain onto the new one
-                    await asyncio.sleep(0.005 * (attempt + 1))
-                    continue
-                return event
+    for attempt in range(_APPEND_ATTEMPTS):
+        async with sessions() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_KEY})
+            prev = await _head(session)
+            now = utcnow()
+            event = ApprovalEvent(
+                approval_id=approval_id,
+                kind=kind,
+                actor=actor[:128],
+                actor_name=actor_name[:128],
+                detail=clean,
+                created_at=now,
+                prev_hash=prev,
+            )
+            event.hash = row_hash(event)
+            session.add(event)
+            try:
+                await session.commit()
+            except IntegrityError:
+                await session.rollback()  # someone else took this head: chain onto the new one
+                await asyncio.sleep(0.005 * (attempt + 1))
+                continue
+            return event
     raise RuntimeError("the approval timeline is too busy to append to")
 
 

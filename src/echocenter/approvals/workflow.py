@@ -234,7 +234,7 @@ class ApprovalWorkflow:
         """Record one person's vote; decide when it completes the quorum (or is a reject)."""
         async with self._sessions() as session:
             connector_id = (await store.get(session, approval_id)).connector_id
-        name = voter.replace("admin:", "admin ") if via == "api" else await self.name_of(connector_id, voter)
+        name = voter if via == "api" else await self.name_of(connector_id, voter)
         async with self._sessions() as session:
             outcome = await votes.cast(
                 session,
