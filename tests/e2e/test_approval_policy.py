@@ -215,6 +215,8 @@ async def test_the_timeline_exports_and_a_tampered_row_is_detected(story: Story)
     rows = list(csv.DictReader(io.StringIO(as_csv.text)))
     assert [r["event_kind"] for r in rows] == [e["kind"] for e in record["events"]]
     assert rows[0]["requested_by_name"] == "Alice" and rows[0]["hash"] == record["events"][0]["hash"]
+    bad = await story.api.get("/api/approvals/export", params={"format": "xml"})
+    assert bad.status_code == 422 and bad.json()["error"]["code"]
     member = await story.server.create_member()
     forbidden = await story.api.get("/api/approvals/export", headers={"Authorization": f"Bearer {member}"})
     assert forbidden.status_code == 403
