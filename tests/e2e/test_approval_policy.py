@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from echocenter.emulator.openapi import CONTACT_SCOPES
-from tests.e2e.test_butler import AGENT, Story, asked, story_with_agent
+from tests.e2e.conftest import create_verified_connector, serve_echocenter
+from tests.e2e.test_butler import AGENT, Story, asked, register_agent, story_settings, story_with_agent
 from tests.e2e.test_butler import story as story  # the fixture: a server, the emulator and a real agent
-from tests.support.databases import Database
+from tests.support.databases import Database, fresh_database
 from tests.support.db_peek import execute_behind_the_service
 from tests.support.emulator import APP_ID, RunningEmulator
 from tests.support.waiting import eventually
@@ -54,6 +55,16 @@ async def vote(
         body["form_value"] = {"note": note}
     result: dict[str, Any] = await story.emu.control("POST", "/cards/click", body)
     return result
+
+
+async def approval_of(story: Story, card_id: str) -> dict[str, Any]:
+    """The approval a card shows (its card_message_id is stored just after Feishu accepted the card)."""
+
+    async def carded() -> list[dict[str, Any]]:
+        return [a for a in await story.approvals() if a["card_message_id"] == card_id]
+
+    found = await eventually(carded)
+    return found[0]
 
 
 async def kinds(story: Story, approval_id: int) -> list[str]:
@@ -345,3 +356,44 @@ async def test_delivery_to_the_approvers_dms_updates_every_copy(
             },
         )
         assert refused["toast"]["content"] == "This button does not belong to this request."
+
+
+async def test_concurrent_votes_on_two_instances_approve_exactly_once(
+    tmp_path: Path, emu: RunningEmulator
+) -> None:
+    """Two EchoCenter instances on one PostgreSQL, each with its own long connection: Feishu hands every
+    click to one of them at random, so the two last votes of a quorum often land on different instances."""
+    await add_people(emu)
+    async with fresh_database("postgresql", tmp_path) as database:
+        settings = story_settings(database, tmp_path, emu)
+        async with serve_echocenter(settings, None) as first:
+            await create_verified_connector(
+                first, approvers=["ou_bob", "ou_carol"], approvals_required=2, rate_limit_per_minute=1000
+            )
+            await register_agent(first.client)  # known, never online: cards need a registered agent
+            async with serve_echocenter(settings, None) as second:
+
+                async def two_connections() -> bool:
+                    return len((await emu.control("GET", "/connections"))["items"]) == 2
+
+                await eventually(two_connections)
+                story = Story(first, emu, 1)
+                for n in range(3):
+                    message_id = await story.say(f"run {AGENT} uptime #{n}")
+                    card = await story.card_for(message_id)
+
+                    approval = await approval_of(story, card["message_id"])
+                    await asyncio.gather(
+                        vote(story, card["message_id"], approval["id"], "approve", "ou_bob"),
+                        vote(story, card["message_id"], approval["id"], "approve", "ou_carol"),
+                    )
+                    done = await story.settled(
+                        approval["id"]
+                    )  # no agent: it fails, after being approved once
+                    seen_by_second = Story(second, emu, 1)
+                    events = [e["kind"] for e in (await seen_by_second.approval(approval["id"]))["events"]]
+                    assert events.count("vote") == 2 and events.count("decided") == 1, events
+                    assert done["status"] in ("EXECUTED", "FAILED") and len(done["votes"]) == 2
+                handled = {d["ack_device_id"] for d in (await emu.control("GET", "/deliveries"))["items"]}
+                assert len(handled) == 2  # both instances took part
+                assert (await story.api.get("/api/approvals/audit/verify")).json()["ok"] is True

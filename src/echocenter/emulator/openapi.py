@@ -191,15 +191,14 @@ class OpenApi:
         wanted = request.path_params["user_id"]
         for user in self.world.users.values():
             if getattr(user, id_type) == wanted and not user.is_bot:
-                return _ok(
-                    user={
-                        "open_id": user.open_id,
-                        "union_id": user.union_id,
-                        "user_id": user.user_id,
-                        "name": user.name,
-                        "en_name": user.name,
-                    }
-                )
+                person = {
+                    "open_id": user.open_id,
+                    "union_id": user.union_id,
+                    "user_id": user.user_id,
+                    "name": user.name,
+                    "en_name": user.name,
+                }
+                return _ok({"user": person})
         raise ApiError(NO_USER_AUTHORITY, "no user authority error")
 
     async def bot_info(self, request: Request) -> JSONResponse:
