@@ -82,7 +82,7 @@ class CardDelivery:
                 card_id = await self.to_person(approval, person, purpose="ask")
                 if card_id:
                     sent.append(card_id)
-            if mode == "approvers":
+            if mode == "approvers" and sent:
                 await self._notice(approval, reply_to=reply_to, people=len(sent))
         return sent
 
