@@ -47,7 +47,7 @@ async def test_votes_names_and_the_timeline_on_the_approvals_page(
         await page.click('a[data-view="approvals"]')  # shown again: fresh from the API
         await expect(pending.locator(".votes-title")).to_have_text("1 of 2 approvals")
         await expect(pending.locator(".votes")).to_contain_text("Bob approved")
-        await shot(page, "10-approval-one-of-two")
+        await shot(page, "12-approval-one-of-two")
         await emu.control(
             "POST",
             "/cards/click",
@@ -70,5 +70,5 @@ async def test_votes_names_and_the_timeline_on_the_approvals_page(
         await expect(pending.locator('.timeline-events li[data-kind="decided"]')).to_contain_text("rejected")
         await page.click("#verify-trail")
         await expect(page.locator("#approvals-message")).to_contain_text("Audit trail intact")
-        await shot(page, "11-approval-timeline")
+        await shot(page, "13-approval-timeline")
     await page.close()
