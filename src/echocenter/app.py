@@ -42,6 +42,7 @@ from echocenter.errors import install_error_handlers
 from echocenter.feishu import webhook
 from echocenter.feishu.bridge import FeishuBridge
 from echocenter.feishu.callback_guard import forget_sightings
+from echocenter.feishu.contacts import ContactDirectory
 from echocenter.feishu.inbound import prune_seen_messages
 from echocenter.feishu.outbound import Outbound
 from echocenter.feishu.outbox import Outbox, PacingLimits, prune_outbox
@@ -174,8 +175,14 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
             dialect=engine.dialect.name,
         )
         outbound = Outbound(outbox)
+        contacts = ContactDirectory(runtime.sessions, bridge, ttl_seconds=settings.contact_name_ttl)
         workflow = ApprovalWorkflow(
-            runtime, outbound=outbound, hub=agents, spawn=tasks.start, bus=cluster.bus
+            runtime,
+            outbound=outbound,
+            hub=agents,
+            spawn=tasks.start,
+            bus=cluster.bus,
+            contacts=contacts,
         )
         bridge.card_handler = workflow.on_card_click
         if butler is None:
@@ -221,6 +228,7 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
                 if mine:
                     await workflow.sweep_expired()
                     await workflow.recover_interrupted()
+                    await workflow.sweep_reminders()
 
         tasks.start("approval-expiry", _every(settings.approval_sweep_seconds, sweep))
         tasks.start("connector-reconcile", _every(settings.connector_reconcile_seconds, bridge.reconcile))

@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     approval_ttl: int = Field(default=600, ge=5, description="seconds a command waits for a decision")
     approval_sweep_seconds: float = Field(default=5.0, gt=0)
     agent_command_timeout: float = Field(default=30.0, gt=0)
+    # approvals-12: reminder DMs, escalation (0 = never) and how long a person's name is cached.
+    approval_remind_after: float = Field(default=300.0, ge=0)
+    approval_escalate_after: float = Field(default=450.0, ge=0)
+    contact_name_ttl: float = Field(default=3600.0, ge=0)
 
     # The durable inbox: a message's lease (renewed while it is worked on), how often unfinished messages
     # whose lease ran out are re-driven (also at start-up), the wait before retrying a failed one, and the

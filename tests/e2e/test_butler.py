@@ -135,12 +135,22 @@ def story_settings(database: Database, tmp_path: Path, emu: RunningEmulator, **o
 
 @asynccontextmanager
 async def story_with_agent(
-    database: Database, tmp_path: Path, emu: RunningEmulator, **overrides: Any
+    database: Database,
+    tmp_path: Path,
+    emu: RunningEmulator,
+    connector: dict[str, Any] | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Story]:
+    # The seed's story has one person asking and approving: these tests are about the rest, so the story's
+    # connector allows it (four-eyes has its own tests in test_approval_policy.py).
+    fields = {
+        "approvers": ["ou_alice"],
+        "rate_limit_per_minute": 1000,
+        "allow_self_approval": True,
+        **(connector or {}),
+    }
     async with serve_echocenter(story_settings(database, tmp_path, emu, **overrides), None) as server:
-        connector_id = await create_verified_connector(
-            server, approvers=["ou_alice"], rate_limit_per_minute=1000
-        )
+        connector_id = await create_verified_connector(server, **fields)
         token = await register_agent(server.client)
         async with agent_running(server, token):
             yield Story(server, emu, connector_id)
@@ -186,7 +196,9 @@ async def test_run_sends_an_approval_card(story: Story) -> None:
     message_id, card, approval = await asked(story)
     content = card["content"]
     assert content["config"]["update_multi"] is True
-    buttons = [a["text"]["content"] for a in content["elements"][-1]["actions"]]
+    form = content["elements"][-1]
+    assert form["tag"] == "form" and form["elements"][0]["tag"] == "input"
+    buttons = [b["text"]["content"] for b in form["elements"] if b["tag"] == "button"]
     assert buttons == ["Approve", "Reject"]
     assert "uptime" in json.dumps(content) and AGENT in content["header"]["title"]["content"]
     assert (approval["agent_name"], approval["command"], approval["requested_by_open_id"]) == (
@@ -311,7 +323,9 @@ async def test_a_pending_approval_survives_a_restart(
 ) -> None:
     settings = story_settings(database, tmp_path, emu)
     async with serve_echocenter(settings, None) as server:
-        connector_id = await create_verified_connector(server, approvers=["ou_alice"])
+        connector_id = await create_verified_connector(
+            server, approvers=["ou_alice"], allow_self_approval=True
+        )
         token = await register_agent(server.client)
         story = Story(server, emu, connector_id)
         _, card, approval = await asked(story)

@@ -5,7 +5,6 @@ Expiry and restart recovery live here too."""
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -14,14 +13,19 @@ from typing import Any
 from sqlalchemy import select
 
 from echocenter.agents.hub import AgentHub, AgentOffline, CommandResult
-from echocenter.approvals import store
+from echocenter.approvals import copies, store, timeline, votes
+from echocenter.approvals.delivery import CardDelivery
+from echocenter.approvals.policy import refusal
+from echocenter.approvals.reminders import ReminderSweep
 from echocenter.approvals.states import ApprovalStatus
+from echocenter.approvals.timeline import EventKind
 from echocenter.butler.interface import InboundMessage
 from echocenter.cluster.bus import EventBus, InProcessBus
 from echocenter.cluster.presence import online_agents
 from echocenter.db.models import Approval, FeishuConnector, LogLevel
 from echocenter.db.types import utcnow
-from echocenter.feishu.cards import approval_card, raw
+from echocenter.feishu.cards import NOTE_FIELD, raw
+from echocenter.feishu.contacts import ContactDirectory
 from echocenter.feishu.events import CardActionEvent
 from echocenter.feishu.outbound import Outbound, OutboundError
 from echocenter.feishu.untrusted import inert
@@ -55,6 +59,7 @@ class ApprovalWorkflow:
         hub: AgentHub,
         spawn: Spawn,
         bus: EventBus | None = None,
+        contacts: ContactDirectory | None = None,
     ) -> None:
         self._runtime = runtime
         self._bus = bus or InProcessBus(runtime.settings.resolved_instance_id)
@@ -65,7 +70,22 @@ class ApprovalWorkflow:
         self._outbound = outbound
         self._hub = hub
         self._spawn = spawn
+        self._contacts = contacts
+        self._cards = CardDelivery(runtime.sessions, outbound)
+        self._reminders = ReminderSweep(runtime.sessions, runtime.settings, self._cards)
         self.on_finished: OnFinished | None = None
+
+    async def name_of(self, connector_id: int | None, open_id: str) -> str:
+        if self._contacts is None:
+            return open_id
+        return await self._contacts.name(connector_id, open_id)
+
+    async def _event(
+        self, approval: Approval, kind: str, actor: str = "", name: str = "", **detail: Any
+    ) -> None:
+        await timeline.append(
+            self._sessions, approval_id=approval.id, kind=kind, actor=actor, actor_name=name, **detail
+        )
 
     async def _finished(self, approval: Approval) -> bool:
         """Tell the hook; a failing hook is logged and the chat still gets the raw outcome."""
@@ -109,6 +129,8 @@ class ApprovalWorkflow:
         """Write the PENDING approval first (durable), then put the card in front of people. A re-driven
         message (durable inbox) finds its approval already there and does not ask twice; so does a given
         ``request_id`` (one message may ask for several commands, e.g. in the agent loop)."""
+        if requester_name == message.open_id:
+            requester_name = await self.name_of(message.connector_id, message.open_id)
         found = (
             Approval.request_id == request_id
             if request_id
@@ -116,9 +138,12 @@ class ApprovalWorkflow:
             & (Approval.source_message_id == message.message_id)
         )
         async with self._sessions() as session:
-            approval = await session.scalar(select(Approval).where(found)) or await store.create(
+            connector = await session.get(FeishuConnector, message.connector_id)
+            existing = await session.scalar(select(Approval).where(found))
+            approval = existing or await store.create(
                 session,
                 connector_id=message.connector_id,
+                approvals_required=connector.approvals_required if connector is not None else 1,
                 agent_name=agent,
                 command=command,
                 reason=reason,
@@ -131,19 +156,30 @@ class ApprovalWorkflow:
             )
         if approval.card_message_id:
             return approval
-        try:
-            card_id = await self._outbound.send_card(
-                message.connector_id,
+        if existing is None:
+            await self._event(
+                approval,
+                EventKind.REQUESTED,
+                message.open_id,
+                requester_name,
+                agent=agent,
+                command=command,
+                reason=reason,
                 chat_id=message.chat_id,
-                card=approval_card(approval),
-                reply_to=message.message_id,
-                uuid=_card_uuid(approval),
+                approvals_required=approval.approvals_required,
             )
+        try:
+            sent = await self._cards.first_delivery(approval, connector, reply_to=message.message_id)
         except OutboundError as exc:
             await self._log(approval, LogAction.WS_AUTH_CARD, LogLevel.ERROR, ok=False, error=str(exc))
             return approval
+        if not sent:
+            await self._log(approval, LogAction.WS_AUTH_CARD, LogLevel.ERROR, ok=False, error="no card sent")
+            return approval
+        card_id = sent[0]
         async with self._sessions() as session:
             await store.set_card(session, approval.id, card_id)
+        await self._event(approval, EventKind.CARD_SENT, "system", copies=len(sent))
         approval.card_message_id = card_id
         await self._log(
             approval,
@@ -214,60 +250,108 @@ class ApprovalWorkflow:
         if approval is None or approval.connector_id != connector_id or connector is None:
             return {"toast": _toast("error", "This approval no longer exists.")}, None
         clicker = event.operator.open_id
-        if not connector.enabled:
-            return await self._refuse_click(
-                approval,
-                clicker,
-                "connector disabled",
-                "This connector is disabled: nothing is decided.",
-            )
-        if clicker not in set(connector.approvers):
-            return await self._refuse_click(
-                approval, clicker, "not an approver", "You are not allowed to approve commands here."
-            )
-        if not approval.card_message_id or not hmac.compare_digest(
-            event.open_message_id.encode(), approval.card_message_id.encode()
-        ):
-            # A click on card X carrying card Y's value must not decide Y.
+        refused = refusal(connector, approval, clicker, decision)
+        if refused is not None and refused.reason != "self approval":
+            return await self._refuse_click(approval, clicker, refused.reason, refused.toast)
+        async with self._sessions() as session:
+            card_ids = await copies.message_ids(session, approval)
+        if not copies.is_one_of(event.open_message_id, card_ids):
+            # A click on card X carrying card Y's value must not decide Y (every copy of Y's card is Y's).
             return await self._refuse_click(
                 approval, clicker, "not this approval's card", "This button does not belong to this request."
             )
+        if refused is not None:  # four-eyes: checked once the click is known to be about this card
+            return await self._refuse_click(approval, clicker, refused.reason, refused.toast)
+        form = event.form_value or {}
+        note = votes.clean_note(form.get(NOTE_FIELD))
+        answer, voted, _ = await self._vote(
+            approval_id,
+            voter=clicker,
+            choice=decision,
+            note=note,
+            via="card",
+            answering=event.open_message_id,
+        )
+        return answer, voted
 
+    async def _vote(
+        self, approval_id: int, *, voter: str, choice: str, note: str | None, via: str, answering: str | None
+    ) -> tuple[dict[str, Any], Approval, votes.VoteOutcome]:
+        """Record one person's vote; decide when it completes the quorum (or is a reject)."""
         async with self._sessions() as session:
-            outcome = await store.decide(
-                session, approval_id=approval_id, approve=decision == "approve", decided_by=clicker
+            connector_id = (await store.get(session, approval_id)).connector_id
+        name = voter if via == "api" else await self.name_of(connector_id, voter)
+        async with self._sessions() as session:
+            outcome = await votes.cast(
+                session,
+                approval_id=approval_id,
+                voter=voter,
+                name=name,
+                choice="approve" if choice == "approve" else "reject",
+                note=note,
             )
-        return await self._after_decision(outcome, clicker, via="card"), outcome.approval
+            approval = await store.get(session, approval_id)
+        if outcome.recorded:
+            await self._event(approval, EventKind.VOTE, voter, name, decision=choice, note=note, via=via)
+        if outcome.decision is not None:
+            answer = await self._after_decision(outcome.decision, voter, via=via, answering=answering)
+            return answer, outcome.decision.approval, outcome
+        progress = f"{outcome.approvals} of {outcome.required} approvals"
+        if outcome.recorded:
+            await self._log(
+                approval,
+                LogAction.WS_AUTH_CARD_DECISION,
+                vote=choice,
+                operator=voter,
+                via=via,
+                progress=progress,
+            )
+            self._spawn(f"approval-progress-{approval_id}", self._cards.refresh_all(approval, skip=answering))
+            toast = _toast("success", f"Your approval is counted: {progress}.")
+        else:
+            toast = _toast("info", f"You have already voted on this request: {progress}.")
+        return {"toast": toast, "card": raw(await self._cards.card(approval))}, approval, outcome
 
     async def decide_by_admin(
         self, approval_id: int, *, approve: bool, admin: str, reason: str | None
     ) -> store.Decision:
-        async with self._sessions() as session:
-            outcome = await store.decide(
-                session, approval_id=approval_id, approve=approve, decided_by=f"admin:{admin}", reason=reason
-            )
-        await self._after_decision(outcome, f"admin:{admin}", via="api")
-        if outcome.won or outcome.expired:
-            await self._refresh_card(outcome.approval)  # nobody clicked: the card must be told
-        return outcome
+        """An admin's decision from the API is one vote (voter ``admin:<username>``) under the same rules."""
+        _, approval, outcome = await self._vote(
+            approval_id,
+            voter=f"admin:{admin}",
+            choice="approve" if approve else "reject",
+            note=votes.clean_note(reason),
+            via="api",
+            answering=None,
+        )
+        if outcome.decision is not None:
+            return outcome.decision
+        return store.Decision(False, approval)
 
-    async def _after_decision(self, outcome: store.Decision, who: str, *, via: str) -> dict[str, Any]:
+    async def _after_decision(
+        self, outcome: store.Decision, who: str, *, via: str, answering: str | None
+    ) -> dict[str, Any]:
         approval = outcome.approval
         if outcome.expired:
+            if outcome.expired_now:
+                await self._event(approval, EventKind.EXPIRED, "expiry")
+                self._spawn(
+                    f"approval-expired-{approval.id}", self._cards.refresh_all(approval, skip=answering)
+                )
             await self._log(
                 approval, LogAction.WS_AUTH_CARD_DECISION, decision="expired", operator=who, via=via
             )
             await self._finished(approval)
             return {
                 "toast": _toast("warning", "This request has expired."),
-                "card": raw(approval_card(approval)),
+                "card": raw(await self._cards.card(approval)),
             }
         if not outcome.won:
             # A repeated (or concurrent, losing) click: answer with what was decided, change nothing.
             stored = approval.status.lower()
             return {
                 "toast": _toast("info", f"Already {stored} by {approval.decided_by}."),
-                "card": raw(approval_card(approval)),
+                "card": raw(await self._cards.card(approval)),
             }
         approved = approval.status == ApprovalStatus.APPROVED.value
         await self._log(
@@ -277,12 +361,22 @@ class ApprovalWorkflow:
             operator=who,
             via=via,
         )
+        await self._event(
+            approval,
+            EventKind.DECIDED,
+            who,
+            await self.name_of(approval.connector_id, who) if via == "card" else who,
+            decision="approved" if approved else "rejected",
+            note=approval.decision_reason,
+        )
         if approved:
             self._spawn(f"execute-approval-{approval.id}", self.execute(approval.id))
         else:
             await self._finished(approval)
+        # Every other copy of the card (DMs, reminders, the chat's) is told; the clicked one gets the answer.
+        self._spawn(f"approval-copies-{approval.id}", self._cards.refresh_all(approval, skip=answering))
         toast = _toast("success", "Approved: running it now.") if approved else _toast("info", "Rejected.")
-        return {"toast": toast, "card": raw(approval_card(approval))}
+        return {"toast": toast, "card": raw(await self._cards.card(approval))}
 
     # --- execution ----------------------------------------------------------------------------------
     async def execute(self, approval_id: int) -> None:
@@ -324,6 +418,7 @@ class ApprovalWorkflow:
             ):
                 return  # decided otherwise, or another instance took it already
         approval = await self._get(approval_id)
+        await self._event(approval, EventKind.DIRECTIVE_SENT, "system", agent=approval.agent_name)
         try:
             result = await self._hub.run(
                 approval.agent_name,
@@ -341,6 +436,9 @@ class ApprovalWorkflow:
         if not finished:
             return  # someone else finished it (cannot happen twice: the UPDATE is conditional)
         approval = await self._get(approval_id)
+        await self._event(
+            approval, EventKind.RESULT, approval.agent_name, ok=result.ok, status=approval.status
+        )
         await self._log(
             approval,
             LogAction.APPROVAL_RESULT,
@@ -357,7 +455,14 @@ class ApprovalWorkflow:
         if approval.connector_id is None:
             return
         what = f"`{inert(approval.command)}` on {inert(approval.agent_name)}"
-        head = f"✅ {what} finished:" if result.ok else f"❌ {what} failed:"
+        async with self._sessions() as session:
+            approvers = [
+                v.voter_name
+                for v in await votes.for_approval(session, approval.id)
+                if v.decision == "approve"
+            ]
+        by = f" (approved by {inert(', '.join(approvers))})" if approvers else ""
+        head = f"✅ {what} finished{by}:" if result.ok else f"❌ {what} failed{by}:"
         try:
             await self._outbound.send_text(
                 approval.connector_id,
@@ -374,17 +479,17 @@ class ApprovalWorkflow:
             return
         if not approval.card_message_id:  # the card went out after a restart: its id is in the outbox
             card_id = await self._outbound.sent_message_id(approval.connector_id, _card_uuid(approval))
-            if not card_id:
-                return
-            async with self._sessions() as session:
-                await store.set_card(session, approval.id, card_id)
-            approval.card_message_id = card_id
-        try:
-            await self._outbound.update_card(
-                approval.connector_id, message_id=approval.card_message_id, card=approval_card(approval)
-            )
-        except OutboundError:
-            log.warning("approval_card_not_updated approval_id=%s", approval.id)
+            if card_id:
+                async with self._sessions() as session:
+                    await store.set_card(session, approval.id, card_id)
+                    await copies.add(
+                        session,
+                        approval_id=approval.id,
+                        message_id=card_id,
+                        audience=f"chat:{approval.chat_id}",
+                    )
+                approval.card_message_id = card_id
+        await self._cards.refresh_all(approval)
 
     # --- time and restarts --------------------------------------------------------------------------
     async def sweep_expired(self) -> int:
@@ -397,6 +502,7 @@ class ApprovalWorkflow:
                     continue  # decided in the meantime
             approval = await self._get(approval_id)
             expired += 1
+            await self._event(approval, EventKind.EXPIRED, "expiry")
             await self._log(approval, LogAction.WS_AUTH_CARD_DECISION, decision="expired", operator="expiry")
             await self._refresh_card(approval)
             await self._finished(approval)
@@ -421,8 +527,12 @@ class ApprovalWorkflow:
                 )
             if done:
                 approval = await self._get(approval_id)
+                await self._event(approval, EventKind.RESULT, "recovery", ok=False, status=approval.status)
                 await self._log(
                     approval, LogAction.APPROVAL_RESULT, LogLevel.WARN, ok=False, status=approval.status
                 )
                 await self._refresh_card(approval)
                 await self._finished(approval)
+
+    async def sweep_reminders(self) -> int:
+        return await self._reminders.run()

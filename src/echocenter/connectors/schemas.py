@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -63,6 +63,17 @@ class ConnectorSettings(BaseModel):
     callback_enabled: StrictBool = Field(
         default=False, description="answer Feishu's HTTP callback; off: long connection only"
     )
+    # approvals-12: four-eyes, quorum, escalation and where approval cards go.
+    allow_self_approval: StrictBool = Field(
+        default=False, description="the person who asked for a command may approve it too"
+    )
+    approvals_required: StrictInt = Field(default=1, ge=1, le=5, description="distinct approvers needed")
+    escalation_approvers: IdList = Field(
+        default_factory=list, description="open_ids added as approvers after APPROVAL_ESCALATE_AFTER"
+    )
+    approval_delivery: Literal["chat", "approvers", "both"] = Field(
+        default="chat", description="chat: the asking chat; approvers: a DM to each; both"
+    )
 
 
 class EnableRequest(BaseModel):
@@ -99,6 +110,10 @@ class ConnectorOut(BaseModel):
     ignore_bot_messages: bool
     rate_limit_per_minute: int
     callback_enabled: bool
+    allow_self_approval: bool
+    approvals_required: int
+    escalation_approvers: list[str]
+    approval_delivery: str
     enabled: bool
     status: ConnectorStatus  # the best state across live instances
     status_summary: str  # e.g. "connected on 3 of 3 instances"

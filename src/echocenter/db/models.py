@@ -108,6 +108,11 @@ class FeishuConnector(Base):
     rate_limit_per_minute: Mapped[int] = mapped_column(Integer, default=30)
     # The HTTP callback answers only for connectors that opt in; the others use the long connection only.
     callback_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # approvals-12: who may decide, how many, where the card goes (approvals/policy.py).
+    allow_self_approval: Mapped[bool] = mapped_column(Boolean, default=False)
+    approvals_required: Mapped[int] = mapped_column(Integer, default=1)
+    escalation_approvers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    approval_delivery: Mapped[str] = mapped_column(String(16), default="chat")
 
     enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(16), default=ConnectorStatus.DISCONNECTED.value)
@@ -255,6 +260,63 @@ class Approval(Base):
     output: Mapped[str | None] = mapped_column(Text, nullable=True)
     # The instance that took the command to its agent (claimed once, so it is sent once).
     dispatched_to: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # approvals-12: the connector's quorum when it was asked; reminder and escalation done (once, durably).
+    approvals_required: Mapped[int] = mapped_column(Integer, default=1)
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ApprovalVote(Base):
+    """One person's vote on one approval: the unique key makes the same person twice count once."""
+
+    __tablename__ = "approval_votes"
+    __table_args__ = (UniqueConstraint("approval_id", "voter_open_id", name="uq_approval_votes_voter"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    approval_id: Mapped[int] = mapped_column(Integer, ForeignKey("approvals.id", ondelete="CASCADE"))
+    voter_open_id: Mapped[str] = mapped_column(String(128))
+    voter_name: Mapped[str] = mapped_column(String(128), default="")
+    decision: Mapped[str] = mapped_column(String(16))  # approve | reject
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApprovalCardCopy(Base):
+    """Every message that shows an approval's card (the chat's, each DM, each reminder): a click on any of
+    them is a click on this approval, and each is updated when it is decided."""
+
+    __tablename__ = "approval_card_copies"
+    __table_args__ = (
+        UniqueConstraint("message_id", name="uq_approval_card_copies_message"),
+        Index("ix_approval_card_copies_approval", "approval_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    approval_id: Mapped[int] = mapped_column(Integer, ForeignKey("approvals.id", ondelete="CASCADE"))
+    message_id: Mapped[str] = mapped_column(String(64))
+    audience: Mapped[str] = mapped_column(String(160))  # chat:<chat_id> | dm:<open_id>
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApprovalEvent(Base):
+    """The append-only, hash-chained timeline of every approval (approvals/timeline.py)."""
+
+    __tablename__ = "approval_events"
+    __table_args__ = (
+        UniqueConstraint("prev_hash", name="uq_approval_events_prev_hash"),
+        Index("ix_approval_events_approval", "approval_id", "id"),
+        Index("ix_approval_events_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    approval_id: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(128), default="")
+    actor_name: Mapped[str] = mapped_column(String(128), default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
 
 
 class Conversation(Base):
@@ -405,6 +467,8 @@ class OutboxMessage(Base):
     chat_id: Mapped[str] = mapped_column(String(128), default="")
     target_message_id: Mapped[str] = mapped_column(String(128), default="")  # reply_to, or the card to PATCH
     msg_type: Mapped[str] = mapped_column(String(16), default="")
+    # chat_id names a chat; open_id a person (an approval card sent as a DM).
+    receive_id_type: Mapped[str] = mapped_column(String(16), default="chat_id", server_default="chat_id")
     content: Mapped[str] = mapped_column(Text)  # the JSON string Feishu gets as ``content``
     uuid: Mapped[str] = mapped_column(String(50))  # Feishu's idempotency key (PATCH: ours only)
     status: Mapped[str] = mapped_column(String(16), default=OutboxStatus.PENDING.value)

@@ -21,6 +21,7 @@ from echocenter.emulator.events import (
     button_text,
     card_action,
     card_buttons,
+    card_inputs,
     message_receive,
     parse_card,
     text_with_mentions,
@@ -131,6 +132,10 @@ class ConfigIn(_Body):
     quota_app_per_second: int | None = Field(default=None, ge=0)
     quota_app_per_minute: int | None = Field(default=None, ge=0)
     quota_patch_per_message_per_second: int | None = Field(default=None, ge=0)
+
+
+def _submits_form(button: dict[str, Any]) -> bool:
+    return button.get("action_type") == "form_submit" or button.get("form_action_type") == "submit"
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -355,6 +360,9 @@ class Control:
                 button = matches[0]
         # A given value stands for a click on a card as it was before an update (a stale screen).
         value = body.value if body.value is not None else button.get("value", {})
+        form_value = body.form_value
+        if form_value is None and _submits_form(button):  # Feishu sends every field of the form, typed or not
+            form_value = {name: "" for name in card_inputs(card)}
         event = card_action(
             app,
             operator,
@@ -362,7 +370,7 @@ class Control:
             value=value,
             tag="button",
             name=button.get("name"),
-            form_value=body.form_value,
+            form_value=form_value,
             card_token=self.world.new_card_token(message.message_id, app.app_id),
         )
         delivery = self.hub.push(app.app_id, event)

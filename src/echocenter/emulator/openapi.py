@@ -30,6 +30,13 @@ BOT_NOT_ACTIVATED = 230006  # sending as an app whose Bot capability is off
 SCOPE_MISSING = 99991672
 SEND_SCOPES = ("im:message", "im:message:send_as_bot")  # any one of them lets the bot send
 CHAT_RATE_LIMITED = 230020  # Feishu's per-chat send limit (5/s per chat)
+# Any one of these lets an app read a user's basic profile (name) through contact/v3.
+CONTACT_SCOPES = (
+    "contact:user.base:readonly",
+    "contact:contact.base:readonly",
+    "contact:contact:readonly_as_app",
+)
+NO_USER_AUTHORITY = 41050  # the user is outside the app's contact range
 
 
 class ApiError(Exception):
@@ -82,6 +89,7 @@ class OpenApi:
                 methods=["POST"],
             ),
             Route("/open-apis/bot/v3/info", self._guard(self.bot_info), methods=["GET"]),
+            Route("/open-apis/contact/v3/users/{user_id}", self._guard(self.contact_user), methods=["GET"]),
             Route("/open-apis/im/v1/messages", self._guard(self.create_message), methods=["POST"]),
             Route("/open-apis/im/v1/messages/{message_id}/reply", self._guard(self.reply), methods=["POST"]),
             Route(
@@ -191,6 +199,39 @@ class OpenApi:
             return JSONResponse({"code": 10014, "msg": "app secret invalid"})
         token, expire = self.world.issue_token(app.app_id)
         return JSONResponse({"code": 0, "msg": "ok", "tenant_access_token": token, "expire": expire})
+
+    async def contact_user(self, request: Request) -> JSONResponse:
+        """GET contact/v3/users/:user_id (user_id_type defaults to open_id): ``data.user`` with the name.
+        Refused with 99991672 when the app lacks every contact scope (PATCH /control/apps missing_scopes)."""
+        app = self._app(request)
+        if all(scope in app.missing_scopes for scope in CONTACT_SCOPES):
+            required = ", ".join(CONTACT_SCOPES)
+            raise ApiError(
+                SCOPE_MISSING,
+                f"Access denied. One of the following scopes is required: [{required}].",
+                extra={
+                    "error": {
+                        "permission_violations": [
+                            {"type": "action_scope_required", "subject": scope} for scope in CONTACT_SCOPES
+                        ]
+                    }
+                },
+            )
+        id_type = request.query_params.get("user_id_type", "open_id")
+        if id_type not in ("open_id", "user_id", "union_id"):
+            raise ApiError(FIELD_VALIDATION, "user_id_type must be open_id, user_id or union_id")
+        wanted = request.path_params["user_id"]
+        for user in self.world.users.values():
+            if getattr(user, id_type) == wanted and not user.is_bot:
+                person = {
+                    "open_id": user.open_id,
+                    "union_id": user.union_id,
+                    "user_id": user.user_id,
+                    "name": user.name,
+                    "en_name": user.name,
+                }
+                return _ok({"user": person})
+        raise ApiError(NO_USER_AUTHORITY, "no user authority error")
 
     async def bot_info(self, request: Request) -> JSONResponse:
         app = self._app(request)

@@ -119,7 +119,9 @@ class Outbound:
         card: dict[str, Any],
         reply_to: str | None = None,
         uuid: str | None = None,
+        receive_id_type: str = "chat_id",
     ) -> str:
+        """``chat_id`` names the receiver: a chat, or with ``receive_id_type="open_id"`` a person (a DM)."""
         (message_id,) = await self._send(
             [
                 NewRow(
@@ -131,6 +133,7 @@ class Outbound:
                     chat_id=chat_id,
                     target_message_id=reply_to or "",
                     msg_type="interactive",
+                    receive_id_type=receive_id_type,
                 )
             ]
         )

@@ -66,6 +66,7 @@ class NewRow:
     chat_id: str = ""
     target_message_id: str = ""  # reply_to, or the card to PATCH
     msg_type: str = ""
+    receive_id_type: str = "chat_id"  # chat_id names a chat; open_id a person (a DM)
 
 
 class OutboxFailed(Exception):
@@ -144,6 +145,7 @@ class Outbox:
                         chat_id=row.chat_id,
                         target_message_id=row.target_message_id,
                         msg_type=row.msg_type,
+                        receive_id_type=row.receive_id_type,
                         content=row.content,
                         uuid=row.uuid,
                         status=OutboxStatus.PENDING.value,
@@ -380,7 +382,7 @@ class Outbox:
         return await client.call(
             "POST",
             "/open-apis/im/v1/messages",
-            params={"receive_id_type": "chat_id"},
+            params={"receive_id_type": row.receive_id_type},
             json={**body, "receive_id": row.chat_id},
             attempts=1,
         )
