@@ -17,6 +17,9 @@ class NoopButler:
     async def handle(self, message: InboundMessage) -> None:
         return None
 
+    async def answer(self, message: InboundMessage) -> None:
+        return None
+
 
 if __name__ == "__main__":
     uvicorn.run(

@@ -64,9 +64,29 @@ class Stack:
         return process
 
 
+# Outbox pacing off: a benchmark of the service alone (quotas off in the emulator too) must not be paced.
+NO_PACING = {
+    "FEISHU_SEND_QPS_PER_APP": "0",
+    "FEISHU_SEND_PER_MINUTE_PER_APP": "0",
+    "FEISHU_SEND_QPS_PER_CHAT": "0",
+    "FEISHU_PATCH_QPS_PER_MESSAGE": "0",
+}
+
+
+@dataclass
+class Services:
+    emulator_url: str
+    service_url: str
+    emu: httpx.AsyncClient
+    api: httpx.AsyncClient  # logged in as the admin
+    service_pid: int
+    processes: list[asyncio.subprocess.Process]
+
+
 @asynccontextmanager
-async def stack(*, noop_butler: bool = False, **connector: object) -> AsyncIterator[Stack]:
-    """Emulator and EchoCenter; ``noop_butler`` measures the ingress without the Butler's replies."""
+async def services(*, noop_butler: bool = False, quotas: bool = False) -> AsyncIterator[Services]:
+    """The emulator and EchoCenter, each in its own process. ``quotas``: the emulator enforces Feishu's send
+    quotas and EchoCenter paces itself (its defaults); otherwise both are off (the service alone)."""
     python = sys.executable
     emu_port, svc_port = free_port(), free_port()
     emulator_url, service_url = f"http://127.0.0.1:{emu_port}", f"http://127.0.0.1:{svc_port}"
@@ -84,6 +104,7 @@ async def stack(*, noop_butler: bool = False, **connector: object) -> AsyncItera
             "INITIAL_ADMIN_USER": "bench",
             "INITIAL_ADMIN_PASS": password,
             "LOG_LEVEL": "WARNING",
+            **({} if quotas else NO_PACING),
         }
         try:
             processes.append(
@@ -104,24 +125,40 @@ async def stack(*, noop_butler: bool = False, **connector: object) -> AsyncItera
                 httpx.AsyncClient(base_url=emulator_url, timeout=60) as emu,
                 httpx.AsyncClient(base_url=service_url, timeout=60) as api,
             ):
+                await emu.post("/control/config", json={"quotas_enabled": quotas})
                 login = await api.post("/api/auth/login", json={"username": "bench", "password": password})
                 api.headers["Authorization"] = f"Bearer {login.json()['token']}"
-                created = (
-                    await api.post(
-                        "/api/integrations/feishu",
-                        json={"app_id": EMULATOR_APP[0], "app_secret": EMULATOR_APP[1], **connector},
-                    )
-                ).json()
-                cid = created["id"]
-                await api.post(f"/api/integrations/feishu/{cid}/verify-callback")
-                await api.patch(f"/api/integrations/feishu/{cid}/enable", json={"enabled": True})
-                for _ in range(300):
-                    if (await api.get(f"/api/integrations/feishu/{cid}")).json()["status"] == "connected":
-                        break
-                    await asyncio.sleep(0.1)
-                yield Stack(emulator_url, service_url, emu, api, service.pid, cid, processes)
+                yield Services(emulator_url, service_url, emu, api, service.pid, processes)
         finally:
             for process in processes:
                 process.terminate()
             for process in processes:
                 await process.wait()
+
+
+async def add_connector(api: httpx.AsyncClient, app_id: str, app_secret: str, **settings: object) -> int:
+    """Create, verify and enable a connector; wait until its long connection is up."""
+    created = (
+        await api.post(
+            "/api/integrations/feishu", json={"app_id": app_id, "app_secret": app_secret, **settings}
+        )
+    ).json()
+    cid: int = created["id"]
+    await api.post(f"/api/integrations/feishu/{cid}/verify-callback")
+    await api.patch(f"/api/integrations/feishu/{cid}/enable", json={"enabled": True})
+    for _ in range(300):
+        if (await api.get(f"/api/integrations/feishu/{cid}")).json()["status"] == "connected":
+            break
+        await asyncio.sleep(0.1)
+    return cid
+
+
+@asynccontextmanager
+async def stack(
+    *, noop_butler: bool = False, quotas: bool = False, **connector: object
+) -> AsyncIterator[Stack]:
+    """Emulator and EchoCenter with one connector; ``noop_butler`` measures the ingress without the Butler's
+    replies."""
+    async with services(noop_butler=noop_butler, quotas=quotas) as s:
+        cid = await add_connector(s.api, *EMULATOR_APP, **connector)
+        yield Stack(s.emulator_url, s.service_url, s.emu, s.api, s.service_pid, cid, s.processes)

@@ -11,13 +11,19 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from echocenter.agents import api as agents_api
 from echocenter.agents.hub import AgentHub
 from echocenter.agents.socket import AgentSocketRoute
 from echocenter.api import health
+from echocenter.api import metrics as metrics_api
 from echocenter.api.body_limit import BodySizeLimit
+from echocenter.api.docs import mount_docs
+from echocenter.api.error_docs import install_error_docs
+from echocenter.api.method_not_allowed import install_method_not_allowed
+from echocenter.api.nul_guard import refuse_nul_characters
+from echocenter.api.security_headers import SecurityHeaders
 from echocenter.api.web import mount_web
 from echocenter.approvals import api as approvals_api
 from echocenter.approvals.workflow import ApprovalWorkflow
@@ -37,8 +43,10 @@ from echocenter.errors import install_error_handlers
 from echocenter.feishu import webhook
 from echocenter.feishu.bridge import FeishuBridge
 from echocenter.feishu.callback_guard import forget_sightings
+from echocenter.feishu.contacts import ContactDirectory
 from echocenter.feishu.inbound import prune_seen_messages
 from echocenter.feishu.outbound import Outbound
+from echocenter.feishu.outbox import Outbox, PacingLimits, prune_outbox
 from echocenter.filemodes import make_private, secure_sqlite_files, write_private
 from echocenter.integration_logs import service as logs
 from echocenter.logging_setup import log_event
@@ -117,6 +125,7 @@ def make_brain(settings: Settings) -> Brain:
             api_token=settings.butler_api_token,
             model=settings.butler_model,
             timeout=settings.butler_timeout,
+            max_retries=settings.butler_max_retries,
         )
     return RuleBrain()
 
@@ -155,9 +164,26 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
         cluster.bus.subscribe(agents_api.AGENT_DISCONNECT, disconnect_agent)
         app.state.bus = cluster.bus
         bridge = FeishuBridge(runtime, butler=butler or UnconfiguredButler(), bus=cluster.bus)
-        outbound = Outbound(runtime.sessions, bridge)
+        outbox = Outbox(
+            runtime.sessions,
+            bridge,
+            limits=PacingLimits(
+                per_app_qps=settings.feishu_send_qps_per_app,
+                per_app_per_minute=settings.feishu_send_per_minute_per_app,
+                per_chat_qps=settings.feishu_send_qps_per_chat,
+                per_message_patch_qps=settings.feishu_patch_qps_per_message,
+            ),
+            dialect=engine.dialect.name,
+        )
+        outbound = Outbound(outbox)
+        contacts = ContactDirectory(runtime.sessions, bridge, ttl_seconds=settings.contact_name_ttl)
         workflow = ApprovalWorkflow(
-            runtime, outbound=outbound, hub=agents, spawn=tasks.start, bus=cluster.bus
+            runtime,
+            outbound=outbound,
+            hub=agents,
+            spawn=tasks.start,
+            bus=cluster.bus,
+            contacts=contacts,
         )
         bridge.card_handler = workflow.on_card_click
         if butler is None:
@@ -169,8 +195,9 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
                 hub=agents,
                 spawn=tasks.start,
             )
+            tasks.start("butler-loops", _every(settings.inbox_sweep_seconds, bridge.butler.sweep_loops))
         app.state.bridge, app.state.agents, app.state.workflow = bridge, agents, workflow
-        app.state.outbound = outbound
+        app.state.outbound, app.state.outbox = outbound, outbox
 
         async def prune() -> None:
             async with once_per_fleet(engine, "retention", schema=settings.database_schema) as mine:
@@ -191,6 +218,7 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
                 await auth_service.prune_login_attempts(session)
                 await forget_sightings(session, window_seconds=settings.feishu_callback_max_skew_seconds)
                 await prune_departed(session, older_than=DEPARTED_INSTANCE_RETENTION)
+                await prune_outbox(session, max_age=timedelta(days=settings.dedup_retention_days))
             if removed or forgotten:
                 log_event(log, "retention_pruned", integration_logs=removed, seen_messages=forgotten)
 
@@ -201,17 +229,22 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
                 if mine:
                     await workflow.sweep_expired()
                     await workflow.recover_interrupted()
+                    await workflow.sweep_reminders()
 
         tasks.start("approval-expiry", _every(settings.approval_sweep_seconds, sweep))
         tasks.start("connector-reconcile", _every(settings.connector_reconcile_seconds, bridge.reconcile))
+        # The durable inbox: its first run is the start-up re-drive of what a crash left behind.
+        tasks.start("inbox-redrive", _every(settings.inbox_sweep_seconds, bridge.redrive))
         app.state.tasks = tasks
         await bridge.start()
+        outbox.start()
         log_event(
             log, "service_started", environment=settings.environment.value, database=engine.dialect.name
         )
         try:
             yield
         finally:
+            await outbox.stop()
             await bridge.stop()
             await tasks.stop()
             await cluster.leave()
@@ -223,15 +256,26 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
         version="0.1.0",
         summary="Feishu Butler with a human gate on every command",
         lifespan=lifespan,
+        # Hardening: /docs is served from local assets (mount_docs), FastAPI's CDN pages are off; a NUL is
+        # refused in every request value; security headers wrap every response, errors included.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
+        dependencies=[Depends(refuse_nul_characters)],
     )
     install_error_handlers(app)
+    install_error_docs(app)
+    install_method_not_allowed(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(AgentSocketRoute)  # outermost: 20,000 agent sockets skip the router's stack
     app.include_router(health.router)
+    app.include_router(metrics_api.router)
     app.include_router(auth_api.router)
     app.include_router(connectors_api.router)
     app.include_router(webhook.router)
     app.include_router(agents_api.router)
     app.include_router(approvals_api.router)
     mount_web(app)
+    mount_docs(app)
     return app

@@ -1,4 +1,4 @@
-"""`echocenter serve | demo | emulator | agent run | doctor | migrate | admin create`."""
+"""`echocenter serve | demo | emulator | agent run | doctor | migrate | audit verify | admin create`."""
 
 from __future__ import annotations
 
@@ -164,6 +164,16 @@ def _doctor(args: argparse.Namespace) -> int:
     return asyncio.run(run_doctor(connector_id=args.connector, chat_id=args.chat, as_json=args.json))
 
 
+def _audit_verify(args: argparse.Namespace) -> int:
+    import json
+
+    from echocenter.approvals.audit_cli import report, verify_chain
+
+    result = asyncio.run(verify_chain())
+    print(json.dumps(result.as_dict()) if args.json else report(result))
+    return 0 if result.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="echocenter", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -208,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="apply database migrations and exit")
     migrate.set_defaults(run=lambda _args: asyncio.run(_migrate()) or 0)
+
+    audit = commands.add_parser("audit", help="the approval timeline")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_commands.add_parser("verify", help="check the hash chain; exit 1 at the first broken link")
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(run=_audit_verify)
 
     admin = commands.add_parser("admin", help="manage users")
     admin_commands = admin.add_subparsers(dest="admin_command", required=True)

@@ -77,10 +77,31 @@ class Settings(BaseSettings):
     butler_model: str = ""
     butler_timeout: float = Field(default=30.0, gt=0)
     butler_history_turns: int = Field(default=20, ge=0, le=200)
+    # The agent loop (LLM brain): tool calls per request, its time budget (approvals included), how much of
+    # a command's output goes back to the model (the tail), the history's token budget (≈ chars/4), retries
+    # of the model API on 429/5xx (backoff, Retry-After honoured), and the lease of an instance on a request.
+    butler_max_steps: int = Field(default=5, ge=1, le=50)
+    butler_request_budget_seconds: float = Field(default=900.0, gt=0)
+    butler_tool_output_chars: int = Field(default=4000, ge=100)
+    butler_history_tokens: int = Field(default=4000, ge=200)
+    butler_max_retries: int = Field(default=2, ge=0, le=10)
+    butler_loop_lease_seconds: float = Field(default=120.0, gt=0)
 
     approval_ttl: int = Field(default=600, ge=5, description="seconds a command waits for a decision")
     approval_sweep_seconds: float = Field(default=5.0, gt=0)
     agent_command_timeout: float = Field(default=30.0, gt=0)
+    # approvals-12: reminder DMs, escalation (0 = never) and how long a person's name is cached.
+    approval_remind_after: float = Field(default=300.0, ge=0)
+    approval_escalate_after: float = Field(default=450.0, ge=0)
+    contact_name_ttl: float = Field(default=3600.0, ge=0)
+
+    # The durable inbox: a message's lease (renewed while it is worked on), how often unfinished messages
+    # whose lease ran out are re-driven (also at start-up), the wait before retrying a failed one, and the
+    # attempts before it is failed for good.
+    inbox_lease_seconds: float = Field(default=15.0, gt=0)
+    inbox_sweep_seconds: float = Field(default=2.0, gt=0)
+    inbox_retry_seconds: float = Field(default=1.0, ge=0)
+    inbox_max_attempts: int = Field(default=5, ge=1)
 
     log_retention_days: int = Field(default=30, ge=1)
     log_retention_max_rows: int = Field(default=100_000, ge=100)
@@ -101,6 +122,14 @@ class Settings(BaseSettings):
     connector_reconcile_seconds: float = Field(default=30.0, gt=0)
     # Agent presence is written in batches (one statement per flush), never from a socket's read loop.
     presence_flush_seconds: float = Field(default=2.0, gt=0)
+    # Outbox pacing at Feishu's send quotas (0 turns that pacing off: Lark, a raised quota, a benchmark) and
+    # Prometheus metrics (quota-11).
+    feishu_send_qps_per_app: float = Field(default=50, ge=0)
+    feishu_send_per_minute_per_app: int = Field(default=1000, ge=0)
+    feishu_send_qps_per_chat: float = Field(default=5, ge=0)
+    feishu_patch_qps_per_message: float = Field(default=5, ge=0)
+    metrics_enabled: bool = True
+    metrics_token: str = ""  # when set, GET /metrics needs "Authorization: Bearer <token>"
 
     @model_validator(mode="after")
     def _refuse_weak_secrets_outside_development(self) -> Settings:

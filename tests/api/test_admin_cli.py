@@ -13,6 +13,17 @@ from tests.support.databases import Database
 from tests.support.live import serve
 
 
+def cli_env(database: Database, tmp_path: Path, jwt_secret: str) -> dict[str, str]:
+    """The environment `echocenter` needs to reach the test's database."""
+    return {
+        "DATABASE_URL": database.url,
+        "DATABASE_SCHEMA": database.schema,
+        "DATA_DIR": str(tmp_path / "data"),
+        "ENVIRONMENT": "test",
+        "JWT_SECRET": jwt_secret,
+    }
+
+
 async def _cli(args: list[str], env: dict[str, str]) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -30,14 +41,7 @@ async def _cli(args: list[str], env: dict[str, str]) -> tuple[int, str]:
 
 async def test_admin_create_makes_a_user_who_can_log_in(database: Database, tmp_path: Path) -> None:
     settings = make_settings(database, tmp_path, initial_admin_user="", initial_admin_pass="")
-    env = {
-        "DATABASE_URL": database.url,
-        "DATABASE_SCHEMA": database.schema,
-        "DATA_DIR": str(tmp_path / "data"),
-        "ENVIRONMENT": "test",
-        "JWT_SECRET": settings.jwt_secret,
-        "ECHOCENTER_NEW_PASSWORD": "cli-made-password",
-    }
+    env = {**cli_env(database, tmp_path, settings.jwt_secret), "ECHOCENTER_NEW_PASSWORD": "cli-made-password"}
     code, out = await _cli(["admin", "create", "--username", "root-admin"], env)
     assert code == 0, out
     assert "created ADMIN root-admin" in out

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import event, insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from echocenter.auth.passwords import passwords_for
+from echocenter.auth.passwords import Passwords
 from echocenter.auth.service import ensure_initial_admin
 from echocenter.cluster.bus import PostgresBus, make_bus
 from echocenter.cluster.fleet_lock import lock_key, once_per_fleet
@@ -120,7 +120,7 @@ async def test_agents_of_an_instance_that_stopped_beating_are_offline(engine: As
 
 async def test_the_first_admin_is_created_once_when_instances_race(engine: AsyncEngine) -> None:
     sessions = make_sessionmaker(engine)
-    passwords = passwords_for(1024, 1)
+    passwords = Passwords(memory_kib=1024, time_cost=1, max_concurrent=8)
 
     async def instance_starts() -> bool:
         async with sessions() as session:

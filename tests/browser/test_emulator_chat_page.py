@@ -15,7 +15,7 @@ from tests.support.emulator import RunningEmulator
 async def test_a_person_approves_a_command_from_the_chat_page(
     browser: Browser, server: Server, emu: RunningEmulator
 ) -> None:
-    await create_verified_connector(server, approvers=["ou_alice"])
+    await create_verified_connector(server, approvers=["ou_alice"], allow_self_approval=True)
     token = await register_agent(server.client)
     async with agent_running(server, token):
         page = await browser.new_page()
@@ -28,9 +28,11 @@ async def test_a_person_approves_a_command_from_the_chat_page(
         await expect(card).to_contain_text("Approval needed", timeout=15_000)
         await expect(card).to_contain_text("uptime")
         await shot(page, "10-emulator-card")
+        await card.get_by_role("textbox").fill("routine check from the chat")  # the card form's note
         await card.get_by_role("button", name="Approve").click()
         await expect(page.locator("#toast")).to_contain_text("Approved")
         await expect(card).to_contain_text("Approved by @Alice", timeout=15_000)
+        await expect(card).to_contain_text("Note: routine check from the chat")
         await expect(page.locator(".msg", has_text="load average").last).to_be_visible(timeout=15_000)
         await expect(card.get_by_role("button", name="Approve")).to_have_count(0)  # collapsed: no buttons
         await shot(page, "11-emulator-approved")

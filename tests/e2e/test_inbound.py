@@ -358,3 +358,11 @@ async def test_a_burst_with_duplicates_is_routed_once_each_within_the_rate_limit
     texts = [m.text for m in stack.butler.received]
     assert len(texts) == 15 and len(set(texts)) == 15  # the limit, and never the same message twice
     assert reasons == ["rate_limited"] * 6  # 21 distinct messages from one sender: 6 over the limit
+
+
+async def test_a_nul_in_a_message_is_replaced_not_a_poison_pill(stack: Stack) -> None:
+    # PostgreSQL text cannot hold NUL: unreplaced, the claim would fail, the event would not be acked and
+    # Feishu would push it again for ever.
+    await stack.say("status\u0000please")
+    [message] = await routed(stack)
+    assert message.text == "status\ufffdplease"

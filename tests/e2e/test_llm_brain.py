@@ -18,7 +18,9 @@ from tests.support.live import serve
 from tests.support.waiting import eventually
 
 
-def llm_settings(database: Database, tmp_path: Path, emu: RunningEmulator, llm_url: str) -> Any:
+def llm_settings(
+    database: Database, tmp_path: Path, emu: RunningEmulator, llm_url: str, **overrides: Any
+) -> Any:
     """The real Butler thinking with the fake OpenAI-compatible server at ``llm_url``."""
     return story_settings(
         database,
@@ -27,6 +29,7 @@ def llm_settings(database: Database, tmp_path: Path, emu: RunningEmulator, llm_u
         butler_base_url=llm_url + "/v1",
         butler_api_token="sk-test-token",
         butler_model="fake-model",
+        **overrides,
     )
 
 
@@ -74,7 +77,7 @@ async def test_text_answers_are_replies_and_history_is_kept(llm_story: tuple[Sto
 
 async def test_an_llm_failure_is_an_apology_and_a_log_line(llm_story: tuple[Story, FakeOpenAI]) -> None:
     story, fake = llm_story
-    fake.answers += [500, 500]  # the client retries once
+    fake.answers += [500, 500, 500]  # the client retries twice
     message_id = await story.say("hello?")
     reply = await story.reply_to(message_id)
     assert reply["content"]["text"].startswith("Sorry")

@@ -202,3 +202,24 @@ async def test_reply_in_thread_and_card_patch(emu: RunningEmulator) -> None:
         f"{MESSAGES}/{reply['data']['message_id']}", headers=auth, json={"content": json.dumps({"text": "x"})}
     )
     assert not_card.json()["code"] == 230001
+
+
+async def test_the_contact_api_names_users_and_refuses_without_a_contact_scope(emu: RunningEmulator) -> None:
+    from echocenter.emulator.openapi import CONTACT_SCOPES
+
+    headers = {"Authorization": f"Bearer {await emu.token()}"}
+    url = "/open-apis/contact/v3/users/ou_bob"
+    found = (await emu.http.get(url, params={"user_id_type": "open_id"}, headers=headers)).json()
+    assert found["code"] == 0 and found["data"]["user"]["name"] == "Bob"
+    by_user_id = (
+        await emu.http.get(
+            "/open-apis/contact/v3/users/bob", params={"user_id_type": "user_id"}, headers=headers
+        )
+    ).json()
+    assert by_user_id["data"]["user"]["open_id"] == "ou_bob"
+    unknown = (await emu.http.get("/open-apis/contact/v3/users/ou_nobody", headers=headers)).json()
+    assert unknown["code"] == 41050
+    await emu.control("PATCH", f"/apps/{APP_ID}", {"missing_scopes": list(CONTACT_SCOPES)})
+    refused = await emu.http.get(url, params={"user_id_type": "open_id"}, headers=headers)
+    assert refused.status_code == 400 and refused.json()["code"] == 99991672
+    assert "contact:user.base:readonly" in refused.json()["msg"]

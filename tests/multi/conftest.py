@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import secrets
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,8 +118,17 @@ async def cluster(tmp_path: Path, emu: RunningEmulator) -> AsyncIterator[Cluster
     """Three instances started together on an empty schema (the start-up race is part of every test)."""
     async with (
         fresh_database("postgresql", tmp_path) as database,
-        services_started_together(cluster_env(database, emu.url), count=3, workdir=tmp_path) as services,
+        started_cluster(cluster_env(database, emu.url), 3, tmp_path, emu, database) as cluster,
     ):
+        yield cluster
+
+
+@asynccontextmanager
+async def started_cluster(
+    env: dict[str, str], count: int, workdir: Path, emu: RunningEmulator, database: Database
+) -> AsyncIterator[Cluster]:
+    """``count`` instances with ``env``, each with an admin-authenticated API client."""
+    async with services_started_together(env, count=count, workdir=workdir) as services:
         instances = []
         for service in services:
             api = httpx.AsyncClient(base_url=service.url, timeout=10)

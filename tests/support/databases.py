@@ -10,6 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from echocenter.db.engine import make_engine, make_sessionmaker
+from echocenter.db.migrate import upgrade_to_head
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ("sqlite", "postgresql")
@@ -36,3 +40,14 @@ async def fresh_database(backend: str, tmp_path: Path) -> AsyncIterator[Database
     finally:
         await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         await conn.close()
+
+
+@asynccontextmanager
+async def migrated_sessions(database: Database) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on ``database`` with every migration applied; the engine is closed afterwards."""
+    engine = make_engine(database.url, schema=database.schema)
+    try:
+        await upgrade_to_head(engine)
+        yield make_sessionmaker(engine)
+    finally:
+        await engine.dispose()

@@ -1,9 +1,13 @@
-"""A local OpenAI-compatible chat-completions server whose next answers the test chooses."""
+"""A local OpenAI-compatible chat-completions server whose next answers the test chooses, turn by turn, and
+which records every request it gets (body and authorization header)."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,40 +16,78 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+_call_ids = itertools.count(1)
+
 
 def text_answer(text: str) -> dict[str, Any]:
     return {"role": "assistant", "content": text}
 
 
-def tool_answer(agent: str, command: str, reason: str) -> dict[str, Any]:
-    arguments = json.dumps({"agent": agent, "command": command, "reason": reason})
+def call(name: str, **arguments: Any) -> dict[str, Any]:
+    """One tool call, with an id unique in this test run (as the real API gives)."""
     return {
-        "role": "assistant",
-        "content": None,
-        "tool_calls": [
-            {
-                "id": "call_1",
-                "type": "function",
-                "function": {"name": "command_agent", "arguments": arguments},
-            }
-        ],
+        "id": f"call_{next(_call_ids)}",
+        "type": "function",
+        "function": {"name": name, "arguments": json.dumps(arguments)},
     }
+
+
+def calls_answer(*tool_calls: dict[str, Any], text: str | None = None) -> dict[str, Any]:
+    return {"role": "assistant", "content": text, "tool_calls": list(tool_calls)}
+
+
+def tool_answer(agent: str, command: str, reason: str) -> dict[str, Any]:
+    return calls_answer(call("command_agent", agent=agent, command=command, reason=reason))
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An HTTP error answer, e.g. 429 with a Retry-After header."""
+
+    status: int
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class Hang:
+    """Hold the request this long (the caller gives up or goes away first), then fail with a 503."""
+
+    seconds: float
+
+
+Scripted = dict[str, Any] | int | Failure | Hang
 
 
 @dataclass
 class FakeOpenAI:
-    answers: list[dict[str, Any] | int] = field(
-        default_factory=list
-    )  # a message, or an HTTP status to fail with
+    answers: list[Scripted] = field(default_factory=list)  # a message, or an HTTP status to fail with
     requests: list[dict[str, Any]] = field(default_factory=list)
+    # When nothing is scripted: the answer chosen from the request body (for many requests at once).
+    rule: Callable[[dict[str, Any]], Scripted] | None = None
+
+    def messages(self, index: int) -> list[dict[str, Any]]:
+        """The messages the ``index``-th request carried."""
+        messages: list[dict[str, Any]] = self.requests[index]["body"]["messages"]
+        return messages
 
     async def completions(self, request: Request) -> JSONResponse:
         body = await request.json()
-        self.requests.append({"body": body, "auth": request.headers.get("authorization")})
-        answer = self.answers.pop(0) if self.answers else text_answer("(no answer scripted)")
+        self.requests.append({"body": body, "auth": request.headers.get("authorization"), "at": time.time()})
+        if self.answers:
+            answer = self.answers.pop(0)
+        else:
+            answer = self.rule(body) if self.rule else text_answer("(no answer scripted)")
+        if isinstance(answer, Hang):
+            await asyncio.sleep(answer.seconds)
+            answer = 503
         if isinstance(answer, int):
+            answer = Failure(answer)
+        if isinstance(answer, Failure):
+            headers = {} if answer.retry_after is None else {"retry-after": str(answer.retry_after)}
             return JSONResponse(
-                {"error": {"message": "scripted failure", "type": "server_error"}}, status_code=answer
+                {"error": {"message": "scripted failure", "type": "server_error"}},
+                status_code=answer.status,
+                headers=headers,
             )
         finish = "tool_calls" if answer.get("tool_calls") else "stop"
         return JSONResponse(

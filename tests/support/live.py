@@ -15,7 +15,9 @@ def _listening_socket(attempts: int = 5) -> socket.socket:
     """A socket already listening on a free port. With SO_REUSEADDR, bind(0) can pick a port that a busy
     machine's other sockets still hold, and then listen() fails (EADDRINUSE): take another port then."""
     for attempt in range(attempts):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets it can tell are TCP, and
+        # without that every keep-alive request waited ~40 ms for a delayed ACK.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", 0))

@@ -14,6 +14,7 @@ from echocenter.agents.commands import effective
 from echocenter.agents.hub import AgentHub
 from echocenter.agents.schemas import AgentCreate, AgentCreated, AgentOut, AgentPageOut, AgentUpdate
 from echocenter.api.deps import CurrentAdmin, SessionDep
+from echocenter.api.error_docs import errors
 from echocenter.cluster.bus import EventBus
 from echocenter.db.models import Agent
 
@@ -53,6 +54,7 @@ async def _disconnect_everywhere(request: Request, name: str) -> None:
     response_model=AgentCreated,
     status_code=status.HTTP_201_CREATED,
     summary="Register an agent; its token is in this answer only",
+    responses=errors(409),
 )
 async def register(body: AgentCreate, _: CurrentAdmin, session: SessionDep, request: Request) -> AgentCreated:
     agent, token = await service.register(session, name=body.name, commands=body.commands)

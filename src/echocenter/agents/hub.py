@@ -115,9 +115,9 @@ class AgentHub:
         if future is None or future.done():
             return False
         output = message.get("output")
-        future.set_result(
-            CommandResult(bool(message.get("ok")), output if isinstance(output, str) else str(output))
-        )
+        text = output if isinstance(output, str) else str(output)
+        # Command output may hold NUL bytes (binary files, /proc/*/environ); PostgreSQL cannot store them.
+        future.set_result(CommandResult(bool(message.get("ok")), text.replace("\x00", "\ufffd")))
         return True
 
     async def run(

@@ -13,11 +13,13 @@ import json
 import logging
 from collections.abc import Coroutine
 from typing import Any
+from urllib.parse import unquote_plus
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from echocenter.agents import service
 from echocenter.agents.commands import MAX_PATTERNS, normalize, pattern_error
+from echocenter.agents.frames import FrameRefused, read_frame
 from echocenter.agents.hub import AgentHub
 from echocenter.logging_setup import log_event
 from echocenter.runtime import Runtime
@@ -109,21 +111,7 @@ async def _identify(runtime: Runtime, token: str) -> tuple[int, str] | None:
     return None if agent is None else (agent.id, agent.name)
 
 
-async def _next_text(receive: Receive) -> str | None:
-    """The next frame's text ("" for a binary frame), or None once the socket is closed."""
-    event = await receive()
-    if event["type"] != "websocket.receive":
-        return None  # websocket.disconnect
-    return event.get("text") or ""
-
-
-def _handle(runtime: Runtime, hub: AgentHub, agent_id: int, name: str, text: str) -> None:
-    try:
-        message = json.loads(text)
-    except ValueError:
-        return  # not JSON (or a binary frame): ignored
-    if not isinstance(message, dict):
-        return
+def _handle(runtime: Runtime, hub: AgentHub, agent_id: int, name: str, message: dict[str, Any]) -> None:
     if message.get("type") == "result":
         hub.take_result(name, message)
     elif message.get("type") == "hello":
@@ -133,8 +121,34 @@ def _handle(runtime: Runtime, hub: AgentHub, agent_id: int, name: str, text: str
     hub.heartbeat(name)  # heartbeats and results both count; buffered, never awaited here
 
 
+async def _serve_frames(runtime: Runtime, hub: AgentHub, agent_id: int, name: str, receive: Receive) -> None:
+    """Until the socket closes, or FrameRefused (after one log line); nothing of the last frame stays
+    referenced while the socket idles (20,000 of them)."""
+    while True:
+        event = await receive()
+        if event["type"] != "websocket.receive":
+            return  # websocket.disconnect
+        try:
+            message = read_frame(event)
+        except FrameRefused as refused:
+            # One line, no traceback: the agent sent something we do not speak; tell it why and close.
+            log_event(log, "agent_frame_refused", agent=name, code=refused.code, reason=refused.reason)
+            raise
+        event = None  # type: ignore[assignment]
+        _handle(runtime, hub, agent_id, name, message)
+        message = None  # type: ignore[assignment]
+
+
+def _has_nul(scope: Scope) -> bool:
+    """A NUL in the query refuses the handshake, as the app-wide guard does for routes (api/nul_guard.py)."""
+    return "\x00" in unquote_plus(scope.get("query_string", b"").decode("latin-1"))
+
+
 async def agent_socket(runtime: Runtime, hub: AgentHub, scope: Scope, receive: Receive, send: Send) -> None:
     if (await receive())["type"] != "websocket.connect":
+        return
+    if _has_nul(scope):  # closed before accept: the client sees HTTP 403
+        await send({"type": "websocket.close", "code": 1008, "reason": "NUL character in the query"})
         return
     identity = await _identify(runtime, _token(scope))
     if identity is None:  # closed before accept: the client sees HTTP 403
@@ -145,9 +159,9 @@ async def agent_socket(runtime: Runtime, hub: AgentHub, scope: Scope, receive: R
     link = _Link(send)
     await hub.attach(name, agent_id, link)
     try:
-        while (text := await _next_text(receive)) is not None:
-            _handle(runtime, hub, agent_id, name, text)
-            text = None  # nothing of the last frame stays with an idle socket (20,000 of them)
+        await _serve_frames(runtime, hub, agent_id, name, receive)
+    except FrameRefused as refused:
+        await link.close(code=refused.code, reason=refused.reason)
     finally:
         hub.detach(name, link)
         log_event(log, "agent_socket_closed", agent=name)

@@ -1,4 +1,8 @@
-"""The admin page: static files served by the service itself (no build step)."""
+"""The admin page: static files served by the service itself (no build step).
+
+The page itself is served at ``/`` only; ``/static`` serves its assets and refuses HTML, so the app cannot be
+opened at a second address. Security headers come from ``SecurityHeaders`` for every response.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +10,30 @@ from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
-from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 WEB = Path(__file__).parent.parent / "web"
-# Only our own scripts and styles, no framing: an injected tag could not run or load anything.
-PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
-    "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-cache",
-}
 
 router = APIRouter(include_in_schema=False)
 
 
+class AssetFiles(StaticFiles):
+    """Static assets (scripts, styles, images) only: an HTML file is not served from a static folder."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        if path.lower().rstrip("/").endswith((".html", ".htm", ".j2")):
+            raise HTTPException(status_code=404)
+        return await super().get_response(path, scope)
+
+
 @router.get("/")
 async def index() -> FileResponse:
-    return FileResponse(WEB / "index.html", headers=PAGE_HEADERS)
+    return FileResponse(WEB / "index.html", headers={"Cache-Control": "no-cache"})
 
 
 def mount_web(app: FastAPI) -> None:
     app.include_router(router)
-    app.mount("/static", StaticFiles(directory=WEB), name="static")
+    app.mount("/static", AssetFiles(directory=WEB), name="static")

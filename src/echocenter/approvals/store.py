@@ -21,6 +21,7 @@ async def create(
     session: AsyncSession,
     *,
     connector_id: int | None,
+    approvals_required: int = 1,
     agent_name: str,
     command: str,
     reason: str,
@@ -29,15 +30,17 @@ async def create(
     chat_id: str,
     source_message_id: str,
     ttl: timedelta,
+    request_id: str | None = None,
 ) -> Approval:
     now = utcnow()
     approval = Approval(
         connector_id=connector_id,
+        approvals_required=approvals_required,
         status=ApprovalStatus.PENDING.value,
         agent_name=agent_name,
         command=command,
         reason=reason,
-        request_id=uuid.uuid4().hex,
+        request_id=request_id or uuid.uuid4().hex,
         requested_by_open_id=requested_by_open_id,
         requested_by_name=requested_by_name,
         chat_id=chat_id,
@@ -82,6 +85,7 @@ class Decision:
     won: bool  # this call made the decision
     approval: Approval  # as stored after the call
     expired: bool = False  # the request had run out before anyone decided
+    expired_now: bool = False  # ...and this call is the one that marked it EXPIRED
 
 
 async def decide(
@@ -101,8 +105,8 @@ async def decide(
     )
     approval = await get(session, approval_id)
     if not won and approval.status == ApprovalStatus.PENDING.value and approval.expires_at <= now:
-        await expire(session, approval_id)
-        return Decision(False, await get(session, approval_id), expired=True)
+        expired_now = await expire(session, approval_id)
+        return Decision(False, await get(session, approval_id), expired=True, expired_now=expired_now)
     return Decision(won, approval, expired=approval.status == ApprovalStatus.EXPIRED.value)
 
 
@@ -174,6 +178,20 @@ async def claim_dispatch(session: AsyncSession, *, approval_id: int, instance_id
     return bool(getattr(result, "rowcount", 0))
 
 
+async def claim_once(session: AsyncSession, approval_id: int, column: str) -> bool:
+    """Set ``reminded_at`` / ``escalated_at`` if still unset and the approval still pending: True for the one
+    caller (on any instance) that did it."""
+    field = getattr(Approval, column)
+    result = await session.execute(
+        update(Approval)
+        .where(Approval.id == approval_id, field.is_(None), Approval.status == ApprovalStatus.PENDING.value)
+        .values({column: utcnow()})
+        .execution_options(synchronize_session=False)
+    )
+    await session.commit()
+    return bool(getattr(result, "rowcount", 0))
+
+
 async def undispatched(session: AsyncSession, *, agent_names: list[str]) -> list[int]:
     """Approved commands for these agents that no instance has taken to its agent yet."""
     query = select(Approval.id).where(
@@ -182,3 +200,14 @@ async def undispatched(session: AsyncSession, *, agent_names: list[str]) -> list
         Approval.agent_name.in_(agent_names),
     )
     return list(await session.scalars(query.order_by(Approval.id)))
+
+
+async def pending_older_than(session: AsyncSession, *, created_before: datetime, unset: str) -> list[int]:
+    field = getattr(Approval, unset)
+    query = select(Approval.id).where(
+        Approval.status == ApprovalStatus.PENDING.value,
+        Approval.created_at <= created_before,
+        Approval.expires_at > utcnow(),
+        field.is_(None),
+    )
+    return list(await session.scalars(query))

@@ -5,21 +5,27 @@ Expiry and restart recovery live here too."""
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import select
+
 from echocenter.agents.hub import AgentHub, AgentOffline, CommandResult
-from echocenter.approvals import store
+from echocenter.approvals import copies, store, timeline, votes
+from echocenter.approvals.delivery import CardDelivery
+from echocenter.approvals.policy import refusal
+from echocenter.approvals.reminders import ReminderSweep
 from echocenter.approvals.states import ApprovalStatus
+from echocenter.approvals.timeline import EventKind
 from echocenter.butler.interface import InboundMessage
 from echocenter.cluster.bus import EventBus, InProcessBus
 from echocenter.cluster.presence import online_agents
 from echocenter.db.models import Approval, FeishuConnector, LogLevel
 from echocenter.db.types import utcnow
-from echocenter.feishu.cards import approval_card, raw
+from echocenter.feishu.cards import NOTE_FIELD, raw
+from echocenter.feishu.contacts import ContactDirectory
 from echocenter.feishu.events import CardActionEvent
 from echocenter.feishu.outbound import Outbound, OutboundError
 from echocenter.feishu.untrusted import inert
@@ -29,12 +35,19 @@ from echocenter.runtime import Runtime
 log = logging.getLogger(__name__)
 
 Spawn = Callable[[str, Awaitable[None]], None]
+# Told when an approval reaches a final state on this instance (EXECUTED, FAILED, REJECTED, EXPIRED); True
+# means it takes over telling the chat (the Butler's agent loop), so the raw output is not posted.
+OnFinished = Callable[[Approval], Awaitable[bool]]
 RECOVERY_MARGIN_SECONDS = 30
 MAX_ID = 2**31 - 1
 
 
 def _toast(kind: str, content: str) -> dict[str, Any]:
     return {"type": kind, "content": content}
+
+
+def _card_uuid(approval: Approval) -> str:
+    return f"approval-card-{approval.request_id}"[:50]
 
 
 class ApprovalWorkflow:
@@ -46,6 +59,7 @@ class ApprovalWorkflow:
         hub: AgentHub,
         spawn: Spawn,
         bus: EventBus | None = None,
+        contacts: ContactDirectory | None = None,
     ) -> None:
         self._runtime = runtime
         self._bus = bus or InProcessBus(runtime.settings.resolved_instance_id)
@@ -56,6 +70,32 @@ class ApprovalWorkflow:
         self._outbound = outbound
         self._hub = hub
         self._spawn = spawn
+        self._contacts = contacts
+        self._cards = CardDelivery(runtime.sessions, outbound)
+        self._reminders = ReminderSweep(runtime.sessions, runtime.settings, self._cards)
+        self.on_finished: OnFinished | None = None
+
+    async def name_of(self, connector_id: int | None, open_id: str) -> str:
+        if self._contacts is None:
+            return open_id
+        return await self._contacts.name(connector_id, open_id)
+
+    async def _event(
+        self, approval: Approval, kind: str, actor: str = "", name: str = "", **detail: Any
+    ) -> None:
+        await timeline.append(
+            self._sessions, approval_id=approval.id, kind=kind, actor=actor, actor_name=name, **detail
+        )
+
+    async def _finished(self, approval: Approval) -> bool:
+        """Tell the hook; a failing hook is logged and the chat still gets the raw outcome."""
+        if self.on_finished is None:
+            return False
+        try:
+            return await self.on_finished(approval)
+        except Exception:
+            log.exception("approval_on_finished_failed approval_id=%s", approval.id)
+            return False
 
     async def _log(
         self, approval: Approval, action: LogAction, level: LogLevel = LogLevel.INFO, **detail: Any
@@ -77,13 +117,33 @@ class ApprovalWorkflow:
 
     # --- request ------------------------------------------------------------------------------------
     async def request(
-        self, *, message: InboundMessage, requester_name: str, agent: str, command: str, reason: str
+        self,
+        *,
+        message: InboundMessage,
+        requester_name: str,
+        agent: str,
+        command: str,
+        reason: str,
+        request_id: str | None = None,
     ) -> Approval:
-        """Write the PENDING approval first (durable), then put the card in front of people."""
+        """Write the PENDING approval first (durable), then put the card in front of people. A re-driven
+        message (durable inbox) finds its approval already there and does not ask twice; so does a given
+        ``request_id`` (one message may ask for several commands, e.g. in the agent loop)."""
+        if requester_name == message.open_id:
+            requester_name = await self.name_of(message.connector_id, message.open_id)
+        found = (
+            Approval.request_id == request_id
+            if request_id
+            else (Approval.connector_id == message.connector_id)
+            & (Approval.source_message_id == message.message_id)
+        )
         async with self._sessions() as session:
-            approval = await store.create(
+            connector = await session.get(FeishuConnector, message.connector_id)
+            existing = await session.scalar(select(Approval).where(found))
+            approval = existing or await store.create(
                 session,
                 connector_id=message.connector_id,
+                approvals_required=connector.approvals_required if connector is not None else 1,
                 agent_name=agent,
                 command=command,
                 reason=reason,
@@ -92,20 +152,34 @@ class ApprovalWorkflow:
                 chat_id=message.chat_id,
                 source_message_id=message.message_id,
                 ttl=timedelta(seconds=self._settings.approval_ttl),
+                request_id=request_id,
+            )
+        if approval.card_message_id:
+            return approval
+        if existing is None:
+            await self._event(
+                approval,
+                EventKind.REQUESTED,
+                message.open_id,
+                requester_name,
+                agent=agent,
+                command=command,
+                reason=reason,
+                chat_id=message.chat_id,
+                approvals_required=approval.approvals_required,
             )
         try:
-            card_id = await self._outbound.send_card(
-                message.connector_id,
-                chat_id=message.chat_id,
-                card=approval_card(approval),
-                reply_to=message.message_id,
-                uuid=f"approval-card-{approval.request_id}"[:50],
-            )
+            sent = await self._cards.first_delivery(approval, connector, reply_to=message.message_id)
         except OutboundError as exc:
             await self._log(approval, LogAction.WS_AUTH_CARD, LogLevel.ERROR, ok=False, error=str(exc))
             return approval
+        if not sent:
+            await self._log(approval, LogAction.WS_AUTH_CARD, LogLevel.ERROR, ok=False, error="no card sent")
+            return approval
+        card_id = sent[0]
         async with self._sessions() as session:
             await store.set_card(session, approval.id, card_id)
+        await self._event(approval, EventKind.CARD_SENT, "system", copies=len(sent))
         approval.card_message_id = card_id
         await self._log(
             approval,
@@ -176,59 +250,108 @@ class ApprovalWorkflow:
         if approval is None or approval.connector_id != connector_id or connector is None:
             return {"toast": _toast("error", "This approval no longer exists.")}, None
         clicker = event.operator.open_id
-        if not connector.enabled:
-            return await self._refuse_click(
-                approval,
-                clicker,
-                "connector disabled",
-                "This connector is disabled: nothing is decided.",
-            )
-        if clicker not in set(connector.approvers):
-            return await self._refuse_click(
-                approval, clicker, "not an approver", "You are not allowed to approve commands here."
-            )
-        if not approval.card_message_id or not hmac.compare_digest(
-            event.open_message_id.encode(), approval.card_message_id.encode()
-        ):
-            # A click on card X carrying card Y's value must not decide Y.
+        refused = refusal(connector, approval, clicker, decision)
+        if refused is not None and refused.reason != "self approval":
+            return await self._refuse_click(approval, clicker, refused.reason, refused.toast)
+        async with self._sessions() as session:
+            card_ids = await copies.message_ids(session, approval)
+        if not copies.is_one_of(event.open_message_id, card_ids):
+            # A click on card X carrying card Y's value must not decide Y (every copy of Y's card is Y's).
             return await self._refuse_click(
                 approval, clicker, "not this approval's card", "This button does not belong to this request."
             )
+        if refused is not None:  # four-eyes: checked once the click is known to be about this card
+            return await self._refuse_click(approval, clicker, refused.reason, refused.toast)
+        form = event.form_value or {}
+        note = votes.clean_note(form.get(NOTE_FIELD))
+        answer, voted, _ = await self._vote(
+            approval_id,
+            voter=clicker,
+            choice=decision,
+            note=note,
+            via="card",
+            answering=event.open_message_id,
+        )
+        return answer, voted
 
+    async def _vote(
+        self, approval_id: int, *, voter: str, choice: str, note: str | None, via: str, answering: str | None
+    ) -> tuple[dict[str, Any], Approval, votes.VoteOutcome]:
+        """Record one person's vote; decide when it completes the quorum (or is a reject)."""
         async with self._sessions() as session:
-            outcome = await store.decide(
-                session, approval_id=approval_id, approve=decision == "approve", decided_by=clicker
+            connector_id = (await store.get(session, approval_id)).connector_id
+        name = voter if via == "api" else await self.name_of(connector_id, voter)
+        async with self._sessions() as session:
+            outcome = await votes.cast(
+                session,
+                approval_id=approval_id,
+                voter=voter,
+                name=name,
+                choice="approve" if choice == "approve" else "reject",
+                note=note,
             )
-        return await self._after_decision(outcome, clicker, via="card"), outcome.approval
+            approval = await store.get(session, approval_id)
+        if outcome.recorded:
+            await self._event(approval, EventKind.VOTE, voter, name, decision=choice, note=note, via=via)
+        if outcome.decision is not None:
+            answer = await self._after_decision(outcome.decision, voter, via=via, answering=answering)
+            return answer, outcome.decision.approval, outcome
+        progress = f"{outcome.approvals} of {outcome.required} approvals"
+        if outcome.recorded:
+            await self._log(
+                approval,
+                LogAction.WS_AUTH_CARD_DECISION,
+                vote=choice,
+                operator=voter,
+                via=via,
+                progress=progress,
+            )
+            self._spawn(f"approval-progress-{approval_id}", self._cards.refresh_all(approval, skip=answering))
+            toast = _toast("success", f"Your approval is counted: {progress}.")
+        else:
+            toast = _toast("info", f"You have already voted on this request: {progress}.")
+        return {"toast": toast, "card": raw(await self._cards.card(approval))}, approval, outcome
 
     async def decide_by_admin(
         self, approval_id: int, *, approve: bool, admin: str, reason: str | None
     ) -> store.Decision:
-        async with self._sessions() as session:
-            outcome = await store.decide(
-                session, approval_id=approval_id, approve=approve, decided_by=f"admin:{admin}", reason=reason
-            )
-        await self._after_decision(outcome, f"admin:{admin}", via="api")
-        if outcome.won or outcome.expired:
-            await self._refresh_card(outcome.approval)  # nobody clicked: the card must be told
-        return outcome
+        """An admin's decision from the API is one vote (voter ``admin:<username>``) under the same rules."""
+        _, approval, outcome = await self._vote(
+            approval_id,
+            voter=f"admin:{admin}",
+            choice="approve" if approve else "reject",
+            note=votes.clean_note(reason),
+            via="api",
+            answering=None,
+        )
+        if outcome.decision is not None:
+            return outcome.decision
+        return store.Decision(False, approval)
 
-    async def _after_decision(self, outcome: store.Decision, who: str, *, via: str) -> dict[str, Any]:
+    async def _after_decision(
+        self, outcome: store.Decision, who: str, *, via: str, answering: str | None
+    ) -> dict[str, Any]:
         approval = outcome.approval
         if outcome.expired:
+            if outcome.expired_now:
+                await self._event(approval, EventKind.EXPIRED, "expiry")
+                self._spawn(
+                    f"approval-expired-{approval.id}", self._cards.refresh_all(approval, skip=answering)
+                )
             await self._log(
                 approval, LogAction.WS_AUTH_CARD_DECISION, decision="expired", operator=who, via=via
             )
+            await self._finished(approval)
             return {
                 "toast": _toast("warning", "This request has expired."),
-                "card": raw(approval_card(approval)),
+                "card": raw(await self._cards.card(approval)),
             }
         if not outcome.won:
             # A repeated (or concurrent, losing) click: answer with what was decided, change nothing.
             stored = approval.status.lower()
             return {
                 "toast": _toast("info", f"Already {stored} by {approval.decided_by}."),
-                "card": raw(approval_card(approval)),
+                "card": raw(await self._cards.card(approval)),
             }
         approved = approval.status == ApprovalStatus.APPROVED.value
         await self._log(
@@ -238,10 +361,22 @@ class ApprovalWorkflow:
             operator=who,
             via=via,
         )
+        await self._event(
+            approval,
+            EventKind.DECIDED,
+            who,
+            await self.name_of(approval.connector_id, who) if via == "card" else who,
+            decision="approved" if approved else "rejected",
+            note=approval.decision_reason,
+        )
         if approved:
             self._spawn(f"execute-approval-{approval.id}", self.execute(approval.id))
+        else:
+            await self._finished(approval)
+        # Every other copy of the card (DMs, reminders, the chat's) is told; the clicked one gets the answer.
+        self._spawn(f"approval-copies-{approval.id}", self._cards.refresh_all(approval, skip=answering))
         toast = _toast("success", "Approved: running it now.") if approved else _toast("info", "Rejected.")
-        return {"toast": toast, "card": raw(approval_card(approval))}
+        return {"toast": toast, "card": raw(await self._cards.card(approval))}
 
     # --- execution ----------------------------------------------------------------------------------
     async def execute(self, approval_id: int) -> None:
@@ -283,6 +418,7 @@ class ApprovalWorkflow:
             ):
                 return  # decided otherwise, or another instance took it already
         approval = await self._get(approval_id)
+        await self._event(approval, EventKind.DIRECTIVE_SENT, "system", agent=approval.agent_name)
         try:
             result = await self._hub.run(
                 approval.agent_name,
@@ -300,6 +436,9 @@ class ApprovalWorkflow:
         if not finished:
             return  # someone else finished it (cannot happen twice: the UPDATE is conditional)
         approval = await self._get(approval_id)
+        await self._event(
+            approval, EventKind.RESULT, approval.agent_name, ok=result.ok, status=approval.status
+        )
         await self._log(
             approval,
             LogAction.APPROVAL_RESULT,
@@ -309,13 +448,21 @@ class ApprovalWorkflow:
         )
         await self._bus.publish("approval_result", approval_id=approval_id)  # the row holds the result
         await self._refresh_card(approval)
-        await self._report(approval, result)
+        if not await self._finished(approval):
+            await self._report(approval, result)
 
     async def _report(self, approval: Approval, result: CommandResult) -> None:
         if approval.connector_id is None:
             return
         what = f"`{inert(approval.command)}` on {inert(approval.agent_name)}"
-        head = f"✅ {what} finished:" if result.ok else f"❌ {what} failed:"
+        async with self._sessions() as session:
+            approvers = [
+                v.voter_name
+                for v in await votes.for_approval(session, approval.id)
+                if v.decision == "approve"
+            ]
+        by = f" (approved by {inert(', '.join(approvers))})" if approvers else ""
+        head = f"✅ {what} finished{by}:" if result.ok else f"❌ {what} failed{by}:"
         try:
             await self._outbound.send_text(
                 approval.connector_id,
@@ -328,14 +475,21 @@ class ApprovalWorkflow:
             log.warning("approval_result_not_sent approval_id=%s", approval.id)
 
     async def _refresh_card(self, approval: Approval) -> None:
-        if approval.connector_id is None or not approval.card_message_id:
+        if approval.connector_id is None:
             return
-        try:
-            await self._outbound.update_card(
-                approval.connector_id, message_id=approval.card_message_id, card=approval_card(approval)
-            )
-        except OutboundError:
-            log.warning("approval_card_not_updated approval_id=%s", approval.id)
+        if not approval.card_message_id:  # the card went out after a restart: its id is in the outbox
+            card_id = await self._outbound.sent_message_id(approval.connector_id, _card_uuid(approval))
+            if card_id:
+                async with self._sessions() as session:
+                    await store.set_card(session, approval.id, card_id)
+                    await copies.add(
+                        session,
+                        approval_id=approval.id,
+                        message_id=card_id,
+                        audience=f"chat:{approval.chat_id}",
+                    )
+                approval.card_message_id = card_id
+        await self._cards.refresh_all(approval)
 
     # --- time and restarts --------------------------------------------------------------------------
     async def sweep_expired(self) -> int:
@@ -348,8 +502,10 @@ class ApprovalWorkflow:
                     continue  # decided in the meantime
             approval = await self._get(approval_id)
             expired += 1
+            await self._event(approval, EventKind.EXPIRED, "expiry")
             await self._log(approval, LogAction.WS_AUTH_CARD_DECISION, decision="expired", operator="expiry")
             await self._refresh_card(approval)
+            await self._finished(approval)
         return expired
 
     async def recover_interrupted(self) -> None:
@@ -371,7 +527,12 @@ class ApprovalWorkflow:
                 )
             if done:
                 approval = await self._get(approval_id)
+                await self._event(approval, EventKind.RESULT, "recovery", ok=False, status=approval.status)
                 await self._log(
                     approval, LogAction.APPROVAL_RESULT, LogLevel.WARN, ok=False, status=approval.status
                 )
                 await self._refresh_card(approval)
+                await self._finished(approval)
+
+    async def sweep_reminders(self) -> int:
+        return await self._reminders.run()

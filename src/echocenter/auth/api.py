@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request, Response, status
 
 from echocenter.api.deps import CurrentAdmin, CurrentUser, RuntimeDep, SessionDep
+from echocenter.api.error_docs import errors
 from echocenter.auth import service
 from echocenter.auth.schemas import LoginRequest, LoginResponse, UserCreate, UserOut, UserUpdate
 from echocenter.auth.tokens import issue_token
@@ -19,7 +20,12 @@ def _client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-@router.post("/auth/login", response_model=LoginResponse, summary="Exchange username and password for a JWT")
+@router.post(
+    "/auth/login",
+    response_model=LoginResponse,
+    summary="Exchange username and password for a JWT",
+    responses=errors(401, 429),
+)
 async def login(
     body: LoginRequest, request: Request, runtime: RuntimeDep, session: SessionDep
 ) -> LoginResponse:
@@ -68,7 +74,13 @@ async def list_users(_: CurrentAdmin, session: SessionDep) -> list[UserOut]:
     return [UserOut.model_validate(u) for u in await service.list_users(session)]
 
 
-@router.post("/users", response_model=UserOut, status_code=status.HTTP_201_CREATED, summary="Create a user")
+@router.post(
+    "/users",
+    response_model=UserOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a user",
+    responses=errors(409),
+)
 async def create_user(body: UserCreate, _: CurrentAdmin, runtime: RuntimeDep, session: SessionDep) -> UserOut:
     user = await service.create_user(
         session, passwords=runtime.passwords, username=body.username, password=body.password, role=body.role

@@ -1,5 +1,6 @@
 """The Butler's brains, behind one interface: a deterministic rule brain (default, offline) and an
-OpenAI-compatible LLM brain with a ``command_agent`` tool."""
+OpenAI-compatible LLM brain with tools (``command_agent``, ``list_agents``, ``approval_status``) that the
+agent loop (butler/loop.py) drives turn by turn."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import logging
 import shlex
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import openai
 
 from echocenter.feishu.untrusted import inert
 
@@ -22,19 +25,42 @@ class CommandRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One tool call the model asked for; ``arguments`` is None when they were not a JSON object."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One message of the conversation as the model sees it (role: user | assistant | tool)."""
+
+    role: str
+    content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class BrainReply:
     text: str = ""
-    command: CommandRequest | None = None
+    command: CommandRequest | None = None  # the rule brain: one command, its output posted as it is
+    tool_calls: tuple[ToolCall, ...] = ()  # a tool-using brain: the loop runs them and calls it again
 
 
 @dataclass(frozen=True, slots=True)
 class BrainContext:
-    text: str
+    text: str  # the new message; "" inside the loop, where it is already the last user turn of history
     requester: str
-    history: list[tuple[str, str]] = field(default_factory=list)  # (role, content), oldest first
+    history: list[Turn] = field(default_factory=list)  # oldest first
     agents_online: list[str] = field(default_factory=list)
     pending_approvals: int = 0
     agent_commands: dict[str, list[str]] = field(default_factory=dict)  # registered agents; [] = any
+    summary: str = ""  # a digest of older turns trimmed from history
+    notes: tuple[str, ...] = ()  # what the model must be told (a bound was reached)
+    tools_allowed: bool = True
 
 
 class BrainError(Exception):
@@ -42,6 +68,9 @@ class BrainError(Exception):
 
 
 class Brain(Protocol):
+    # True: replies carry ``tool_calls`` and the agent loop feeds their results back (the LLM brain).
+    uses_tools: bool
+
     async def respond(self, context: BrainContext) -> BrainReply: ...
 
 
@@ -65,6 +94,8 @@ def _with_commands(context: BrainContext) -> list[str]:
 
 class RuleBrain:
     """Offline and deterministic: the same words always get the same answer."""
+
+    uses_tools = False
 
     async def respond(self, context: BrainContext) -> BrainReply:
         words = context.text.strip()
@@ -133,59 +164,114 @@ COMMAND_TOOL: dict[str, Any] = {
 }
 
 
-class LLMBrain:
-    def __init__(self, *, base_url: str, api_token: str, model: str, timeout: float) -> None:
-        import openai  # here, not at the top: about 14 MB of RSS, only when an LLM is configured (issue 15)
+LIST_AGENTS_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "list_agents",
+        "description": "The registered agents: name, whether online, and the commands each runs.",
+        "parameters": {"type": "object", "properties": {}},
+    },
+}
 
-        self._openai_error: type[Exception] = openai.OpenAIError
+APPROVAL_STATUS_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "approval_status",
+        "description": "Where approval requests stand: one by its number, or else how many are waiting.",
+        "parameters": {
+            "type": "object",
+            "properties": {"approval_id": {"type": "integer", "description": "the approval's number"}},
+        },
+    },
+}
+
+
+def tools_for(context: BrainContext) -> list[dict[str, Any]]:
+    return [command_tool(context.agent_commands), LIST_AGENTS_TOOL, APPROVAL_STATUS_TOOL]
+
+
+def _wire(turn: Turn) -> dict[str, Any]:
+    """A turn in the chat-completions shape."""
+    if turn.role == "tool":
+        return {"role": "tool", "tool_call_id": turn.tool_call_id, "content": turn.content}
+    message: dict[str, Any] = {"role": turn.role, "content": turn.content}
+    if turn.tool_calls:
+        message["content"] = turn.content or None
+        message["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": json.dumps(call.arguments or {})},
+            }
+            for call in turn.tool_calls
+        ]
+    return message
+
+
+def _parse_call(call: Any) -> ToolCall | None:
+    function = getattr(call, "function", None)
+    if function is None or not getattr(call, "id", None):
+        return None
+    try:
+        arguments = json.loads(function.arguments or "{}")
+    except ValueError:
+        arguments = None
+    return ToolCall(
+        id=str(call.id)[:100],
+        name=str(function.name)[:64],
+        arguments=arguments if isinstance(arguments, dict) else None,
+    )
+
+
+class LLMBrain:
+    uses_tools = True
+
+    def __init__(
+        self, *, base_url: str, api_token: str, model: str, timeout: float, max_retries: int = 2
+    ) -> None:
+        # The SDK retries 408/409/429/5xx and connection errors with exponential backoff and honours the
+        # server's Retry-After (up to 60 s); ``timeout`` bounds each attempt.
         self._client = openai.AsyncOpenAI(
-            base_url=base_url, api_key=api_token, timeout=timeout, max_retries=1
+            base_url=base_url, api_key=api_token, timeout=timeout, max_retries=max_retries
         )
         self._model = model
 
     def _messages(self, context: BrainContext) -> list[dict[str, Any]]:
         system = (
-            "You are the Butler of EchoCenter, talking with people in a Feishu chat. Answer briefly. "
-            "When someone wants a command run on an agent, call command_agent; a person approves it before "
-            f"anything runs. Agents online: {', '.join(context.agents_online) or 'none'}. "
-            f"Approvals waiting: {context.pending_approvals}. You are talking with {context.requester}."
+            "You are the Butler of EchoCenter, talking with people in a Feishu chat. Answer briefly, in "
+            "words. Use list_agents to see the agents; to run a command call command_agent — a person "
+            "approves it first, and its output or the decision comes back to you as the tool result. "
+            f"You are talking with {context.requester}."
         )
+        if context.summary:
+            system += f"\n{context.summary}"
         messages: list[dict[str, Any]] = [{"role": "system", "content": system}]
-        messages += [{"role": role, "content": content} for role, content in context.history]
-        messages.append({"role": "user", "content": context.text})
+        messages += [_wire(turn) for turn in context.history]
+        if context.text:
+            messages.append({"role": "user", "content": context.text})
+        messages += [{"role": "system", "content": note} for note in context.notes]
         return messages
 
     async def respond(self, context: BrainContext) -> BrainReply:
+        extra: dict[str, Any] = {} if context.tools_allowed else {"tool_choice": "none"}
         try:
             completion = await self._client.chat.completions.create(
                 model=self._model,
                 messages=self._messages(context),  # type: ignore[arg-type]
-                tools=[command_tool(context.agent_commands)],  # type: ignore[list-item]
+                tools=tools_for(context),  # type: ignore[arg-type]
+                **extra,
             )
-        except self._openai_error as exc:
+        except openai.OpenAIError as exc:
             raise BrainError(f"the language model failed: {type(exc).__name__}") from exc
         if not completion.choices:
             raise BrainError("the language model answered nothing")
         message = completion.choices[0].message
         text = message.content or ""
-        for call in message.tool_calls or []:
-            function = getattr(call, "function", None)
-            if function is None or function.name != "command_agent":
-                continue
-            try:
-                args = json.loads(function.arguments or "{}")
-                request = CommandRequest(
-                    str(args["agent"]), str(args["command"]), str(args.get("reason", ""))
-                )
-            except (ValueError, KeyError, TypeError) as exc:
-                raise BrainError("the language model asked for a command with unreadable arguments") from exc
-            if not request.agent or not request.command:
-                raise BrainError("the language model asked for a command without agent or command")
-            return BrainReply(
-                inert(text)
-                or f"I need a person's approval to run `{inert(request.command)}` on {inert(request.agent)}.",
-                request,
-            )
-        if not text:
+        by_id: dict[str, ToolCall] = {}
+        for parsed in map(_parse_call, message.tool_calls or []):
+            if parsed is not None:
+                by_id.setdefault(parsed.id, parsed)  # an id given twice is one call (ids pair results)
+        calls = tuple(by_id.values())
+        if not text and not calls:
             raise BrainError("the language model answered with neither text nor a tool call")
-        return BrainReply(inert(text))  # the model repeats what people wrote: no markup from it
+        return BrainReply(inert(text), tool_calls=calls)  # the model repeats what people wrote: no markup

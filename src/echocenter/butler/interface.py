@@ -30,9 +30,15 @@ class InboundMessage:
 
 
 class Butler(Protocol):
+    """Driven by the durable inbox (feishu/inbox.py), possibly again after a crash: both steps must be
+    idempotent for one message (a unique key on its turn, a deterministic Feishu ``uuid`` on each reply)."""
+
     async def handle(self, message: InboundMessage) -> None:
-        """Take the message in (persist it, start the conversation work). Raising means it was not taken:
-        the pipeline then forgets the message so Feishu's redelivery can bring it again."""
+        """Take the message in (persist the user's turn). Raising means it was not taken: it is tried
+        again later."""
+
+    async def answer(self, message: InboundMessage) -> None:
+        """Think and reply; returns once the answer is sent. Raising leaves the message for a re-drive."""
 
 
 class UnconfiguredButler:
@@ -40,3 +46,6 @@ class UnconfiguredButler:
 
     async def handle(self, message: InboundMessage) -> None:
         log_event(log, "butler_not_configured", message_id=message.message_id, chat_id=message.chat_id)
+
+    async def answer(self, message: InboundMessage) -> None:
+        return None

@@ -5,32 +5,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from echocenter import metrics
 from echocenter.agents import service as agents
 from echocenter.agents.commands import is_allowed, normalize
 from echocenter.agents.hub import AgentHub
 from echocenter.approvals.states import ApprovalStatus
 from echocenter.approvals.workflow import ApprovalWorkflow
-from echocenter.butler.brains import Brain, BrainContext, BrainError, CommandRequest
+from echocenter.butler.brains import Brain, BrainContext, BrainError, CommandRequest, Turn
 from echocenter.butler.command_check import problem_with, unknown_agent
 from echocenter.butler.interface import InboundMessage
+from echocenter.butler.loop import AgentLoop, Spawn
 from echocenter.db.models import Approval, Conversation, ConversationTurn, LogLevel
 from echocenter.db.types import utcnow
-from echocenter.feishu.outbound import Outbound, OutboundError
+from echocenter.feishu.outbound import Outbound
 from echocenter.integration_logs.service import LogAction, record_now
 from echocenter.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 APOLOGY = "Sorry — I could not think that through just now. Please try again in a moment."
-Spawn = Callable[[str, Awaitable[None]], None]
 
 
 async def _conversation_id(session: AsyncSession, message: InboundMessage) -> int:
@@ -76,26 +77,49 @@ class ButlerService:
         self._outbound = outbound
         self._workflow = workflow
         self._hub = hub
-        self._spawn = spawn
         self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # A brain that uses tools answers through the agent loop (results go back to it); the rule brain
+        # answers at once and a command's output is posted as it is.
+        self._loop = (
+            AgentLoop(
+                runtime,
+                brain=brain,
+                outbound=outbound,
+                workflow=workflow,
+                hub=hub,
+                spawn=spawn,
+                owner=self._settings.resolved_instance_id,
+            )
+            if brain.uses_tools
+            else None
+        )
+
+    async def sweep_loops(self) -> None:
+        """Take up agent loops that a lost notice or a crash left behind."""
+        if self._loop is not None:
+            await self._loop.sweep()
 
     async def handle(self, message: InboundMessage) -> None:
-        """Keep the message (so it survives a restart), then think and answer in the background."""
+        """Keep the user's turn (so it survives a restart); once only, however often the inbox drives it."""
         async with self._sessions() as session:
             conversation_id = await _conversation_id(session, message)
-            session.add(
-                ConversationTurn(
-                    conversation_id=conversation_id,
-                    role="user",
-                    content=message.text,
-                    message_id=message.message_id,
-                    created_at=utcnow(),
-                )
+            await _add_turn(
+                session, conversation_id, "user", message.text, f"user:{message.message_id}", message
             )
             await session.commit()
-        self._spawn(f"butler-{message.message_id}", self._respond(conversation_id, message))
 
-    async def _history(self, conversation_id: int, before_message_id: str) -> list[tuple[str, str]]:
+    async def answer(self, message: InboundMessage) -> None:
+        """Think and reply; the durable inbox marks the message answered when this returns."""
+        async with self._sessions() as session:
+            conversation_id = await _conversation_id(session, message)
+            await session.commit()
+        if self._loop is not None:
+            async with self._locks[conversation_id]:
+                await self._loop.start(conversation_id, message)
+            return
+        await self._respond(conversation_id, message)
+
+    async def _history(self, conversation_id: int, before_message_id: str) -> list[Turn]:
         limit = self._settings.butler_history_turns
         if limit == 0:
             return []
@@ -109,7 +133,11 @@ class ButlerService:
                 )
             )
         turns.reverse()
-        return [(t.role, t.content) for t in turns if t.message_id != before_message_id or t.role != "user"]
+        return [
+            Turn(t.role, t.content)
+            for t in turns
+            if t.role in ("user", "assistant") and (t.message_id != before_message_id or t.role != "user")
+        ]
 
     async def _pending(self) -> int:
         async with self._sessions() as session:
@@ -121,6 +149,7 @@ class ButlerService:
         return int(count or 0)
 
     async def _respond(self, conversation_id: int, message: InboundMessage) -> None:
+        started = time.monotonic()
         async with self._locks[conversation_id]:  # one answer at a time per conversation, in order
             async with self._sessions() as session:
                 agent_commands = await agents.commands_by_name(session)
@@ -133,7 +162,9 @@ class ButlerService:
                 agent_commands=agent_commands,
             )
             try:
+                thinking = time.monotonic()
                 reply = await self._brain.respond(context)
+                metrics.BRAIN_LATENCY.observe(time.monotonic() - thinking)
             except BrainError as exc:
                 await record_now(
                     self._sessions,
@@ -163,6 +194,7 @@ class ButlerService:
                 return
             if reply.text:
                 await self._say(message, reply.text)
+                metrics.ANSWER_LATENCY.observe(time.monotonic() - started)
             if reply.command is not None:
                 approval = await self._workflow.request(
                     message=message,
@@ -174,6 +206,8 @@ class ButlerService:
                 await self._remember(
                     conversation_id,
                     f"[asked for approval #{approval.id}: {reply.command.command} on {reply.command.agent}]",
+                    message,
+                    kind="approval",
                 )
 
     async def _refuse(self, message: InboundMessage, agent: str, command: str, allowed: list[str]) -> None:
@@ -205,26 +239,42 @@ class ButlerService:
         return problem
 
     async def _say(self, message: InboundMessage, text: str) -> None:
-        try:
-            await self._outbound.send_text(
-                message.connector_id,
-                chat_id=message.chat_id,
-                text=text,
-                reply_to=message.message_id,
-                uuid=f"reply-{message.message_id}",
-            )
-        except OutboundError:
-            return  # logged as ws_outbound with Feishu's code
+        """Reply once: the uuid is the message's, so a re-drive finds the first send (Feishu keeps it 1 h).
+        A failed send raises (logged as ws_outbound with Feishu's code): the inbox tries again later."""
+        await self._outbound.send_text(
+            message.connector_id,
+            chat_id=message.chat_id,
+            text=text,
+            reply_to=message.message_id,
+            uuid=f"reply-{message.message_id}",
+        )
         async with self._sessions() as session:
             conversation_id = await _conversation_id(session, message)
             await session.commit()
-        await self._remember(conversation_id, text)
+        await self._remember(conversation_id, text, message, kind="reply")
 
-    async def _remember(self, conversation_id: int, text: str) -> None:
+    async def _remember(self, conversation_id: int, text: str, message: InboundMessage, *, kind: str) -> None:
         async with self._sessions() as session:
-            session.add(
-                ConversationTurn(
-                    conversation_id=conversation_id, role="assistant", content=text, created_at=utcnow()
-                )
+            await _add_turn(
+                session, conversation_id, "assistant", text, f"{kind}:{message.message_id}", message
             )
             await session.commit()
+
+
+async def _add_turn(
+    session: AsyncSession, conversation_id: int, role: str, text: str, key: str, message: InboundMessage
+) -> None:
+    """A conversation turn, added once per key (a re-driven message finds its turn already there)."""
+    dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    await session.execute(
+        dialect_insert(ConversationTurn)
+        .values(
+            conversation_id=conversation_id,
+            role=role,
+            content=text,
+            message_id=message.message_id if role == "user" else "",
+            turn_key=key,
+            created_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=["conversation_id", "turn_key"])
+    )

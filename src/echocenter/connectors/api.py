@@ -9,8 +9,10 @@ from fastapi import APIRouter, Path, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from echocenter.api.deps import BridgeDep, CurrentAdmin, RuntimeDep, SessionDep
+from echocenter.api.error_docs import errors
 from echocenter.connectors import service
 from echocenter.connectors.schemas import (
     ConnectorList,
@@ -32,6 +34,7 @@ from echocenter.runtime import Runtime
 MAX_LOG_ID = 2**63 - 1  # BIGINT
 
 router = APIRouter(prefix="/api/integrations/feishu", tags=["feishu connectors"])
+TEST_MESSAGE_WAIT_SECONDS = 15.0  # an admin waits for the answer; the outbox goes on trying after it
 
 ConnectorId = Annotated[int, Path(ge=1, le=2**31 - 1, description="connector id")]
 
@@ -58,13 +61,27 @@ async def _announce(session: AsyncSession, bridge: FeishuBridge, connector_id: i
     await bridge.announce(connector_id)
 
 
+class _ConnectorIdSegment(StringConvertor):
+    """Any path segment but ``callback``: ``PATCH /callback`` is then a 405 from the callback route, not a 422
+    from reading "callback" as an id; a malformed id (``abc``) still gets its 422."""
+
+    regex = "(?!callback(?![^/]))[^/]+"
+
+
+register_url_convertor("connector_id", _ConnectorIdSegment())
+
+
 @router.get("", response_model=ConnectorList, summary="List connectors")
 async def list_connectors(_: CurrentAdmin, session: SessionDep, runtime: RuntimeDep) -> ConnectorList:
     return ConnectorList(items=await _outs(session, runtime, await service.list_connectors(session)))
 
 
 @router.post(
-    "", response_model=ConnectorOut, status_code=status.HTTP_201_CREATED, summary="Create a connector"
+    "",
+    response_model=ConnectorOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a connector",
+    responses=errors(409),
 )
 async def create_connector(
     body: ConnectorSettings, admin: CurrentAdmin, runtime: RuntimeDep, session: SessionDep, bridge: BridgeDep
@@ -74,7 +91,7 @@ async def create_connector(
     return await _out(session, runtime, connector)
 
 
-@router.get("/{connector_id}", response_model=ConnectorOut, summary="Read a connector")
+@router.get("/{connector_id:connector_id}", response_model=ConnectorOut, summary="Read a connector")
 async def read_connector(
     connector_id: ConnectorId, _: CurrentAdmin, session: SessionDep, runtime: RuntimeDep
 ) -> ConnectorOut:
@@ -82,9 +99,10 @@ async def read_connector(
 
 
 @router.patch(
-    "/{connector_id}",
+    "/{connector_id:connector_id}",
     response_model=ConnectorOut,
     summary="Change some settings",
+    responses=errors(409),
     description="Only the fields sent change. A new app_id, app_secret, verification_token or encrypt_key "
     'resets verification and disables the connector. A secret set to null or "" is cleared.',
 )
@@ -104,7 +122,9 @@ async def update_connector(
     return await _out(session, runtime, connector)
 
 
-@router.delete("/{connector_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a connector")
+@router.delete(
+    "/{connector_id:connector_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a connector"
+)
 async def delete_connector(
     connector_id: ConnectorId, admin: CurrentAdmin, session: SessionDep, bridge: BridgeDep
 ) -> Response:
@@ -115,9 +135,10 @@ async def delete_connector(
 
 
 @router.post(
-    "/{connector_id}/verify-callback",
+    "/{connector_id:connector_id}/verify-callback",
     response_model=VerifyResult,
     summary="Check the credentials against Feishu's auth API",
+    responses=errors(400),
     description="Calls tenant_access_token/internal. `ok` is true only for code 0 with a token; otherwise "
     "`message` says what went wrong and `detail` carries Feishu's code and msg.",
 )
@@ -141,7 +162,12 @@ async def verify_connector(
     )
 
 
-@router.patch("/{connector_id}/enable", response_model=ConnectorOut, summary="Enable or disable")
+@router.patch(
+    "/{connector_id:connector_id}/enable",
+    response_model=ConnectorOut,
+    summary="Enable or disable",
+    responses=errors(409),
+)
 async def enable_connector(
     connector_id: ConnectorId,
     body: EnableRequest,
@@ -158,7 +184,9 @@ async def enable_connector(
     return await _out(session, runtime, connector)
 
 
-@router.get("/{connector_id}/logs", response_model=LogPageOut, summary="Integration log, newest first")
+@router.get(
+    "/{connector_id:connector_id}/logs", response_model=LogPageOut, summary="Integration log, newest first"
+)
 async def connector_logs(
     connector_id: ConnectorId,
     _: CurrentAdmin,
@@ -195,9 +223,10 @@ class TestMessageSent(BaseModel):
 
 
 @router.post(
-    "/{connector_id}/test-message",
+    "/{connector_id:connector_id}/test-message",
     response_model=TestMessageSent,
     summary="Really send a message to Feishu",
+    responses=errors(409),
     description="To chat_id if given, else the first of allowed_chat_ids, else the chat of the latest "
     "inbound message. Logged as ws_outbound.",
 )
@@ -221,7 +250,9 @@ async def test_message(
     await session.close()
     outbound: Outbound = request.app.state.outbound
     try:
-        ids = await outbound.send_text(connector_id, chat_id=chat_id, text=body.text)
+        ids = await outbound.send_text(
+            connector_id, chat_id=chat_id, text=body.text, wait_seconds=TEST_MESSAGE_WAIT_SECONDS
+        )
     except OutboundError as exc:
         raise Conflict(f"Feishu refused the message: {exc}") from exc
     return TestMessageSent(chat_id=chat_id, message_ids=ids)
@@ -254,7 +285,7 @@ class DoctorResult(BaseModel):
 
 
 @router.post(
-    "/{connector_id}/doctor",
+    "/{connector_id:connector_id}/doctor",
     response_model=DoctorResult,
     summary="Check the connector against Feishu (what `echocenter doctor` does)",
     description="Credentials, the Bot capability, long-connection discovery (the socket is not opened), and "

@@ -1,9 +1,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+)
 
 from echocenter.db.models import ConnectorStatus
 
@@ -17,6 +26,13 @@ def _unique_stripped(values: list[str]) -> list[str]:
     return list(seen)
 
 
+def _integral_float_to_int(value: Any) -> Any:
+    # JSON Schema's "integer" includes 153.0 (and some clients send whole numbers so); 153.5 and "153" stay
+    # refused by the strict int below.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+IntegralInt = Annotated[StrictInt, BeforeValidator(_integral_float_to_int)]
 FeishuId = Annotated[StrictStr, Field(min_length=1, max_length=128)]
 IdList = Annotated[list[FeishuId], Field(max_length=1000), AfterValidator(_unique_stripped)]
 Secret = Annotated[StrictStr, Field(max_length=256)]
@@ -43,9 +59,20 @@ class ConnectorSettings(BaseModel):
     approvers: IdList = Field(default_factory=list, description="open_ids allowed to approve commands")
     prefix_command: StrictStr = Field(default="", max_length=32, description="e.g. /bot; empty: none")
     ignore_bot_messages: StrictBool = True
-    rate_limit_per_minute: StrictInt = Field(default=30, ge=1, le=10_000, description="per sender")
+    rate_limit_per_minute: IntegralInt = Field(default=30, ge=1, le=10_000, description="per sender")
     callback_enabled: StrictBool = Field(
         default=False, description="answer Feishu's HTTP callback; off: long connection only"
+    )
+    # approvals-12: four-eyes, quorum, escalation and where approval cards go.
+    allow_self_approval: StrictBool = Field(
+        default=False, description="the person who asked for a command may approve it too"
+    )
+    approvals_required: StrictInt = Field(default=1, ge=1, le=5, description="distinct approvers needed")
+    escalation_approvers: IdList = Field(
+        default_factory=list, description="open_ids added as approvers after APPROVAL_ESCALATE_AFTER"
+    )
+    approval_delivery: Literal["chat", "approvers", "both"] = Field(
+        default="chat", description="chat: the asking chat; approvers: a DM to each; both"
     )
 
 
@@ -83,6 +110,10 @@ class ConnectorOut(BaseModel):
     ignore_bot_messages: bool
     rate_limit_per_minute: int
     callback_enabled: bool
+    allow_self_approval: bool
+    approvals_required: int
+    escalation_approvers: list[str]
+    approval_delivery: str
     enabled: bool
     status: ConnectorStatus  # the best state across live instances
     status_summary: str  # e.g. "connected on 3 of 3 instances"

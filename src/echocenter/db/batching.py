@@ -1,7 +1,9 @@
 """Group commit: many callers' small writes done in one transaction, each caller awaiting its own result.
 
 While one batch is in the database, new items queue up and form the next batch, so under light load every
-item goes alone (no added latency) and under heavy load the per-transaction cost is shared.
+item goes alone (no added latency) and under heavy load the per-transaction cost is shared. Writes nobody
+waits on with a deadline (e.g. the inbox's state moves) can ``linger`` a little, to share a transaction
+with more of their kind and leave the database to the writes an ack waits for.
 """
 
 from __future__ import annotations
@@ -16,10 +18,15 @@ Outcome = TypeVar("Outcome")
 
 class Batcher(Generic[Item, Outcome]):
     def __init__(
-        self, run: Callable[[Sequence[Item]], Awaitable[Sequence[Outcome]]], *, max_batch: int = 200
+        self,
+        run: Callable[[Sequence[Item]], Awaitable[Sequence[Outcome]]],
+        *,
+        max_batch: int = 200,
+        linger: float = 0.0,
     ) -> None:
         self._run = run
         self._max_batch = max_batch
+        self._linger = linger
         self._queue: list[tuple[Item, asyncio.Future[Outcome]]] = []
         self._worker: asyncio.Task[None] | None = None
 
@@ -32,6 +39,8 @@ class Batcher(Generic[Item, Outcome]):
 
     async def _drain(self) -> None:
         while self._queue:
+            if self._linger:
+                await asyncio.sleep(self._linger)
             batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
             try:
                 outcomes = await self._run([item for item, _ in batch])

@@ -88,6 +88,7 @@ class LoadGenerator:
                 now_ms(),
                 mentions=mentions,
             )
+            self.world.store(message)  # in the chat, as in Feishu: the bot can reply to it
             batch.deliveries.append(self.hub.push(app.app_id, message_receive(app, sender, chat, message)))
             if interval:
                 delay = batch.started + (i + 1) * interval - time.perf_counter()

@@ -21,6 +21,7 @@ from echocenter.emulator.events import (
     button_text,
     card_action,
     card_buttons,
+    card_inputs,
     message_receive,
     parse_card,
     text_with_mentions,
@@ -126,6 +127,15 @@ class ConfigIn(_Body):
     reconnect_interval_seconds: int | None = Field(default=None, ge=0)
     reconnect_nonce_seconds: int | None = Field(default=None, ge=0)
     reconnect_count: int | None = None
+    quotas_enabled: bool | None = None
+    quota_chat_per_second: int | None = Field(default=None, ge=0)
+    quota_app_per_second: int | None = Field(default=None, ge=0)
+    quota_app_per_minute: int | None = Field(default=None, ge=0)
+    quota_patch_per_message_per_second: int | None = Field(default=None, ge=0)
+
+
+def _submits_form(button: dict[str, Any]) -> bool:
+    return button.get("action_type") == "form_submit" or button.get("form_action_type") == "submit"
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -189,6 +199,8 @@ class Control:
             r("/counters/reset", self.reset_counters, "POST"),
             r("/faults", self.set_faults, "POST"),
             r("/config", self.set_config, "POST"),
+            r("/quotas", self.quotas, "GET"),
+            r("/quotas/reset", self.reset_quotas, "POST"),
             r("/bench/push", self.bench_push, "POST"),
             r("/bench/stats/{batch_id}", self.bench_stats, "GET"),
         ]
@@ -348,6 +360,9 @@ class Control:
                 button = matches[0]
         # A given value stands for a click on a card as it was before an update (a stale screen).
         value = body.value if body.value is not None else button.get("value", {})
+        form_value = body.form_value
+        if form_value is None and _submits_form(button):  # Feishu sends every field of the form, typed or not
+            form_value = {name: "" for name in card_inputs(card)}
         event = card_action(
             app,
             operator,
@@ -355,7 +370,7 @@ class Control:
             value=value,
             tag="button",
             name=button.get("name"),
-            form_value=body.form_value,
+            form_value=form_value,
             card_token=self.world.new_card_token(message.message_id, app.app_id),
         )
         delivery = self.hub.push(app.app_id, event)
@@ -431,6 +446,24 @@ class Control:
         if body.silent is not None:
             faults.silent = body.silent
         return {"faults": faults.public(), "dropped_connections": dropped}
+
+    async def quotas(self, _: Request) -> dict[str, Any]:
+        config = self.world.config
+        return {
+            "enabled": config.quotas_enabled,
+            "limits": {
+                "chat_per_second": config.quota_chat_per_second,
+                "app_per_second": config.quota_app_per_second,
+                "app_per_minute": config.quota_app_per_minute,
+                "message_patch_per_second": config.quota_patch_per_message_per_second,
+            },
+            "refusals": dict(self.world.quotas.refusals),
+            "refused_total": sum(self.world.quotas.refusals.values()),
+        }
+
+    async def reset_quotas(self, _: Request) -> dict[str, Any]:
+        self.world.quotas.reset()
+        return {"ok": True}
 
     async def bench_push(self, request: Request) -> dict[str, Any]:
         body: PushIn = await self._body(request, PushIn)  # type: ignore[arg-type]

@@ -96,13 +96,13 @@ def card_action(
     )
 
 
-def card_buttons(card: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every button of a card (1.0 ``elements`` or 2.0 ``body.elements``), in reading order."""
+def _nodes(card: dict[str, Any], tag: str) -> list[dict[str, Any]]:
+    """Every element with this tag (1.0 ``elements`` or 2.0 ``body.elements``, forms included), in order."""
     found: list[dict[str, Any]] = []
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
-            if node.get("tag") == "button":
+            if node.get("tag") == tag:
                 found.append(node)
             for child in node.values():
                 walk(child)
@@ -113,6 +113,16 @@ def card_buttons(card: dict[str, Any]) -> list[dict[str, Any]]:
     walk(card.get("elements", []))
     walk(card.get("body", {}))
     return found
+
+
+def card_buttons(card: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every button of a card, in reading order."""
+    return _nodes(card, "button")
+
+
+def card_inputs(card: dict[str, Any]) -> list[str]:
+    """The names of a card's input fields (those a form submits)."""
+    return [n["name"] for n in _nodes(card, "input") if isinstance(n.get("name"), str)]
 
 
 def button_text(button: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from echocenter.emulator.events import parse_card
+from echocenter.emulator.quotas import Refusal
 from echocenter.emulator.state import App, Message, World, new_id, now_ms
 
 TEXT_LIMIT_BYTES = 150 * 1024
@@ -28,6 +29,14 @@ NO_BOT = 11205  # bot/v3/info of an app without the Bot capability ("app do not 
 BOT_NOT_ACTIVATED = 230006  # sending as an app whose Bot capability is off
 SCOPE_MISSING = 99991672
 SEND_SCOPES = ("im:message", "im:message:send_as_bot")  # any one of them lets the bot send
+CHAT_RATE_LIMITED = 230020  # Feishu's per-chat send limit (5/s per chat)
+# Any one of these lets an app read a user's basic profile (name) through contact/v3.
+CONTACT_SCOPES = (
+    "contact:user.base:readonly",
+    "contact:contact.base:readonly",
+    "contact:contact:readonly_as_app",
+)
+NO_USER_AUTHORITY = 41050  # the user is outside the app's contact range
 
 
 class ApiError(Exception):
@@ -80,6 +89,7 @@ class OpenApi:
                 methods=["POST"],
             ),
             Route("/open-apis/bot/v3/info", self._guard(self.bot_info), methods=["GET"]),
+            Route("/open-apis/contact/v3/users/{user_id}", self._guard(self.contact_user), methods=["GET"]),
             Route("/open-apis/im/v1/messages", self._guard(self.create_message), methods=["POST"]),
             Route("/open-apis/im/v1/messages/{message_id}/reply", self._guard(self.reply), methods=["POST"]),
             Route(
@@ -149,6 +159,36 @@ class OpenApi:
             )
         raise ApiError(1, "internal error", status=500)
 
+    def _enforce(self, refusal: Refusal | None) -> None:
+        if refusal is None:
+            return
+        self.world.counters[f"quota_refused.{refusal.quota}"] += 1
+        headers = {
+            "x-ogw-ratelimit-limit": str(refusal.limit),
+            "x-ogw-ratelimit-reset": str(refusal.reset_seconds),
+        }
+        if refusal.quota == "chat_per_second":
+            raise ApiError(
+                CHAT_RATE_LIMITED,
+                "This operation triggers the frequency limit, please try again later.",
+                status=400,
+                headers=headers,
+            )
+        raise ApiError(RATE_LIMITED, "request trigger frequency limit", status=429, headers=headers)
+
+    def _check_send_quota(self, app: App, chat_id: str) -> None:
+        config = self.world.config
+        if config.quotas_enabled:
+            self._enforce(
+                self.world.quotas.send(
+                    app_id=app.app_id,
+                    chat_id=chat_id,
+                    per_chat=config.quota_chat_per_second,
+                    per_app_second=config.quota_app_per_second,
+                    per_app_minute=config.quota_app_per_minute,
+                )
+            )
+
     # --- endpoints ----------------------------------------------------------------------------------
     async def tenant_token(self, request: Request) -> JSONResponse:
         body = await _json_body(request)  # the official SDK sends this without a Content-Type
@@ -159,6 +199,39 @@ class OpenApi:
             return JSONResponse({"code": 10014, "msg": "app secret invalid"})
         token, expire = self.world.issue_token(app.app_id)
         return JSONResponse({"code": 0, "msg": "ok", "tenant_access_token": token, "expire": expire})
+
+    async def contact_user(self, request: Request) -> JSONResponse:
+        """GET contact/v3/users/:user_id (user_id_type defaults to open_id): ``data.user`` with the name.
+        Refused with 99991672 when the app lacks every contact scope (PATCH /control/apps missing_scopes)."""
+        app = self._app(request)
+        if all(scope in app.missing_scopes for scope in CONTACT_SCOPES):
+            required = ", ".join(CONTACT_SCOPES)
+            raise ApiError(
+                SCOPE_MISSING,
+                f"Access denied. One of the following scopes is required: [{required}].",
+                extra={
+                    "error": {
+                        "permission_violations": [
+                            {"type": "action_scope_required", "subject": scope} for scope in CONTACT_SCOPES
+                        ]
+                    }
+                },
+            )
+        id_type = request.query_params.get("user_id_type", "open_id")
+        if id_type not in ("open_id", "user_id", "union_id"):
+            raise ApiError(FIELD_VALIDATION, "user_id_type must be open_id, user_id or union_id")
+        wanted = request.path_params["user_id"]
+        for user in self.world.users.values():
+            if getattr(user, id_type) == wanted and not user.is_bot:
+                person = {
+                    "open_id": user.open_id,
+                    "union_id": user.union_id,
+                    "user_id": user.user_id,
+                    "name": user.name,
+                    "en_name": user.name,
+                }
+                return _ok({"user": person})
+        raise ApiError(NO_USER_AUTHORITY, "no user authority error")
 
     async def bot_info(self, request: Request) -> JSONResponse:
         app = self._app(request)
@@ -212,6 +285,7 @@ class OpenApi:
             return _ok(earlier.api_view(app.tenant_key))
         msg_type, content = self._content(body)
         chat_id = self._resolve_chat(id_type, str(body.get("receive_id", "")))
+        self._check_send_quota(app, chat_id)
         message = self.world.store(
             Message(
                 new_id("om_"), chat_id, app.bot_open_id, "app", msg_type, content, now_ms(), app_id=app.app_id
@@ -243,6 +317,7 @@ class OpenApi:
         if uuid and (earlier := self.world.message_for_uuid(app.app_id, uuid)):
             return _ok(earlier.api_view(app.tenant_key))
         msg_type, content = self._content(body)
+        self._check_send_quota(app, parent.chat_id)
         thread_id = parent.thread_id
         if body.get("reply_in_thread") is True and not thread_id:
             thread_id = parent.thread_id = new_id("omt_", 8)
@@ -286,6 +361,13 @@ class OpenApi:
         body = await _json_body(request)
         if not isinstance(body.get("content"), str):
             raise ApiError(FIELD_VALIDATION, "content must be a JSON string")
+        if self.world.config.quotas_enabled:
+            self._enforce(
+                self.world.quotas.patch(
+                    message_id=message.message_id,
+                    per_message=self.world.config.quota_patch_per_message_per_second,
+                )
+            )
         self._update_card(message, body["content"])
         return _ok({})
 

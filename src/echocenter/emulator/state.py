@@ -12,6 +12,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from echocenter.emulator.quotas import Quotas
+
 TOKEN_TTL_SECONDS = 7200
 TOKEN_RENEW_BELOW_SECONDS = 1800  # with less than 30 min left, Feishu issues a new token
 UUID_DEDUP_SECONDS = 3600
@@ -145,6 +147,12 @@ class EmulatorConfig:
     reconnect_interval_seconds: int = 120
     reconnect_nonce_seconds: int = 30
     reconnect_count: int = -1
+    # Feishu's send quotas (documented values); quotas_enabled=False for benchmarks of the service alone.
+    quotas_enabled: bool = True
+    quota_chat_per_second: int = 5  # message create/reply per chat (all bots in it together)
+    quota_app_per_second: int = 50  # message create/reply per app
+    quota_app_per_minute: int = 1000
+    quota_patch_per_message_per_second: int = 5  # message PATCH per message
 
     def client_config(self) -> dict[str, int]:
         return {
@@ -175,6 +183,7 @@ class World:
         self.card_tokens: dict[str, CardToken] = {}
         self.counters: Counter[str] = Counter()
         self.faults = Faults()
+        self.quotas = Quotas()
         self.add_defaults()
 
     # --- the default tenant -------------------------------------------------------------------------

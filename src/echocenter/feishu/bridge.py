@@ -16,16 +16,23 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from echocenter import metrics
 from echocenter.butler.interface import Butler
 from echocenter.cluster.bus import EventBus, InProcessBus
 from echocenter.cluster.upsert import upsert
 from echocenter.connectors.service import read_secret
-from echocenter.db.models import ConnectorInstanceStatus, FeishuConnector, LogLevel
+from echocenter.db.models import (
+    ConnectorInstanceStatus,
+    FeishuConnector,
+    InboundStatus,
+    LogLevel,
+)
 from echocenter.db.types import utcnow
 from echocenter.feishu.events import (
     CardActionEvent,
@@ -35,7 +42,8 @@ from echocenter.feishu.events import (
     OtherEvent,
     parse_event,
 )
-from echocenter.feishu.inbound import InboundPipeline, Outcome, Result
+from echocenter.feishu.inbound import Admission, InboundPipeline, Outcome
+from echocenter.feishu.inbox import Inbox, Work, instance_name
 from echocenter.feishu.longconn.client import LongConnClient, StateChange
 from echocenter.feishu.longconn.protocol import ConnState
 from echocenter.feishu.openapi import FeishuError, OpenApiClient
@@ -90,7 +98,16 @@ class FeishuBridge:
         self.butler = butler
         self.card_handler = card_handler
         self._apps: dict[int, _App] = {}
-        self._pipeline = InboundPipeline(runtime.engine)
+        owner = instance_name()
+        lease = timedelta(seconds=self._settings.inbox_lease_seconds)
+        self._pipeline = InboundPipeline(runtime.engine, lease=lease, owner=owner)
+        self._inbox = Inbox(
+            runtime.engine,
+            owner=owner,
+            lease=lease,
+            retry_after=timedelta(seconds=self._settings.inbox_retry_seconds),
+            max_attempts=self._settings.inbox_max_attempts,
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lock = asyncio.Lock()
 
@@ -204,6 +221,10 @@ class FeishuBridge:
                 await app.connection
             app.connection = None
 
+    @property
+    def instance_id(self) -> str:
+        return self._instance_id
+
     def is_connected(self, connector_id: int) -> bool:
         app = self._apps.get(connector_id)
         return bool(app and app.connection and not app.connection.done())
@@ -292,20 +313,29 @@ class FeishuBridge:
     # --- dispatch -----------------------------------------------------------------------------------
     async def dispatch(
         self, connector_id: int, payload: bytes | dict[str, Any], *, transport: str
-    ) -> Result | None:
-        """Handle one event payload. Never raises: a bad payload is logged and skipped."""
+    ) -> Admission | None:
+        """Handle one event payload; when this returns, the event may be acked (a message is durable in the
+        inbox, and its routing runs in the background). A bad payload is logged and skipped; raises only when
+        the event could not be stored (database away): then it must not be acked, so Feishu pushes it again.
+        """
+        metrics.event_received(transport)
         event = await self._parse(connector_id, payload, transport=transport)
         if event is None:
             return None
-        await self._touch_last_event(connector_id)
+        self._spawn(self._touch_last_event(connector_id))  # bookkeeping: not on the way to the ack
         if isinstance(event, MessageEvent):
-            return await self._pipeline.process(
+            admission = await self._pipeline.admit(
                 connector_id=connector_id,
                 event=event,
                 bot_open_id=await self._learn_bot_open_id(connector_id),
-                butler=self.butler,
                 transport=transport,
             )
+            metrics.event_outcome(admission.outcome, admission.reason)
+            if admission.outcome is Outcome.ADMITTED:
+                assert admission.row_id is not None and admission.message is not None
+                work = Work(admission.row_id, InboundStatus.RECEIVED, admission.message)
+                self._spawn(self._inbox.drive(work, self.butler))
+            return admission
         if isinstance(event, OtherEvent):
             await record_now(
                 self._runtime.sessions,
@@ -319,6 +349,10 @@ class FeishuBridge:
         # A card action arriving as a plain event (e.g. a redelivery): answer nobody, decide the same way.
         await self.card_handler(connector_id, event)
         return None
+
+    async def redrive(self) -> None:
+        """The inbox sweep (periodic, and at start-up): finish what was left behind, here or elsewhere."""
+        await self._inbox.sweep(self.butler, self._spawn)
 
     async def _parse(
         self, connector_id: int, payload: bytes | dict[str, Any], *, transport: str
@@ -372,7 +406,3 @@ class FeishuBridge:
                 log_event(log, "bridge_task_failed", level=logging.ERROR, error=repr(t.exception()))
 
         task.add_done_callback(done)
-
-    def spawn_dispatch(self, connector_id: int, payload: bytes | dict[str, Any], *, transport: str) -> None:
-        """Dispatch after answering (the HTTP callback acks first, like the long connection)."""
-        self._spawn(self.dispatch(connector_id, payload, transport=transport))

@@ -92,16 +92,29 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+_NUL_ESCAPE = "\\u0000"
+
+
+def _without_nul(text: str) -> str:
+    """NUL can be neither stored in PostgreSQL text nor shown: it becomes U+FFFD wherever it hides — as a
+    character, as a JSON escape, or double-escaped inside ``message.content`` (itself a JSON string). Without
+    this a message with a NUL could never be claimed, so it would be refused and pushed again for ever."""
+    if _NUL_ESCAPE in text or "\x00" in text:
+        return text.replace(_NUL_ESCAPE, "\\ufffd").replace("\x00", "\ufffd")
+    return text
+
+
 def parse_event(payload: bytes | str | dict[str, Any]) -> Event:
     """Read a schema 2.0 event (or a v1 envelope). Raises EventParseError for anything unreadable."""
-    if isinstance(payload, dict):
-        body = payload
-    else:
-        try:
+    try:
+        if isinstance(payload, dict):
+            dumped = json.dumps(payload, ensure_ascii=False)
+            body = json.loads(_without_nul(dumped)) if "\x00" in dumped or _NUL_ESCAPE in dumped else payload
+        else:
             # Decoding first spares json the work of guessing the encoding of bytes.
-            body = json.loads(payload.decode() if isinstance(payload, bytes) else payload)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            raise EventParseError("event payload is not JSON") from exc
+            body = json.loads(_without_nul(payload.decode() if isinstance(payload, bytes) else payload))
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise EventParseError("event payload is not JSON") from exc
     if not isinstance(body, dict):
         raise EventParseError("event payload is not a JSON object")
     header = body.get("header")

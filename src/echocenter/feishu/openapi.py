@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 
+from echocenter import metrics
+
 TENANT_TOKEN_PATH = "/open-apis/auth/v3/tenant_access_token/internal"
 
 # Feishu codes a person can act on, in words (the raw code and msg are always shown too).
@@ -102,7 +104,7 @@ async def request_tenant_token(
 
 # Codes that mean "get a new tenant token and try again".
 TOKEN_INVALID_CODES = frozenset({99991661, 99991663, 99991668})
-RATE_LIMIT_CODES = frozenset({99991400})
+RATE_LIMIT_CODES = frozenset({99991400, 230020})  # app/API frequency limit; per-chat send limit
 TOKEN_EARLY_REFRESH_SECONDS = 300
 # Codes that mean "these credentials are wrong": reload them from the database instead of retrying.
 CREDENTIAL_REFUSED_CODES = frozenset({10003, 10014, 10015})
@@ -149,6 +151,7 @@ class OpenApiClient:
         async with self._token_lock:
             if not force and self._token and time.monotonic() < self._token_valid_until:
                 return self._token
+            metrics.TOKEN_REFRESHES.inc()
             if self._refused is not None and time.monotonic() < self._refused[1]:
                 raise self._refused[0]
             try:
@@ -185,8 +188,13 @@ class OpenApiClient:
         *,
         json: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
+        attempts: int | None = None,
     ) -> dict[str, Any]:
-        """The ``data`` of a code-0 answer (or the whole body when there is none). Raises FeishuError."""
+        """The ``data`` of a code-0 answer (or the whole body when there is none). Raises FeishuError.
+
+        ``attempts`` overrides the client's retries (the outbox retries durably itself: attempts=1).
+        """
+        max_attempts = attempts or self._max_attempts
         refreshed = False
         attempt = 0
         while True:
@@ -204,13 +212,15 @@ class OpenApiClient:
                 )
             except httpx.TimeoutException as exc:
                 error = FeishuError("timeout", f"Feishu did not answer within {self._timeout:g} s")
-                if attempt >= self._max_attempts:
+                metrics.feishu_failure(None, refusal=False, kind="timeout")
+                if attempt >= max_attempts:
                     raise error from exc
                 await asyncio.sleep(self._delay(attempt, None))
                 continue
             except httpx.HTTPError as exc:
                 error = FeishuError("network", f"cannot reach Feishu ({type(exc).__name__})")
-                if attempt >= self._max_attempts:
+                metrics.feishu_failure(None, refusal=False, kind="network")
+                if attempt >= max_attempts:
                     raise error from exc
                 await asyncio.sleep(self._delay(attempt, None))
                 continue
@@ -233,9 +243,17 @@ class OpenApiClient:
                 feishu_msg=msg if isinstance(msg, str) else None,
                 http_status=response.status_code,
             )
-            if not retryable or attempt >= self._max_attempts:
+            metrics.feishu_failure(
+                error.feishu_code,
+                refusal=response.status_code == 429 or code in RATE_LIMIT_CODES,
+                http_status=response.status_code,
+            )
+            reset = response.headers.get("x-ogw-ratelimit-reset")
+            if reset is not None:
+                error.extra["ratelimit_reset"] = reset
+            if not retryable or attempt >= max_attempts:
                 raise error
-            await asyncio.sleep(self._delay(attempt, response.headers.get("x-ogw-ratelimit-reset")))
+            await asyncio.sleep(self._delay(attempt, reset))
 
     def _delay(self, attempt: int, reset: str | None) -> float:
         if reset is not None:

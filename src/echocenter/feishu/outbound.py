@@ -1,27 +1,42 @@
 """Everything EchoCenter says in Feishu goes through here: text replies (split under Feishu's limit), cards,
-card updates. Each send is logged as ``ws_outbound``; a Feishu ``uuid`` on every create makes retries safe."""
+card updates. Each becomes a durable outbox row (feishu/outbox.py), paced at Feishu's quotas, sent in order
+per chat, logged as ``ws_outbound``; a Feishu ``uuid`` on every create makes retries safe."""
 
 from __future__ import annotations
 
-import json
+import asyncio
+import hashlib
 import logging
 import uuid as uuid_lib
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from echocenter.db.models import LogLevel
-from echocenter.feishu.openapi import FeishuError, OpenApiClient
-from echocenter.integration_logs.service import LogAction, record_now
+from echocenter.feishu.outbox import (
+    NewRow,
+    Outbox,
+    OutboxFailed,
+    card_content,
+    card_lane,
+    chat_lane,
+    text_content,
+)
 
 log = logging.getLogger(__name__)
 
 TEXT_LIMIT_BYTES = 150 * 1024
 TEXT_CHUNK_BYTES = 60 * 1024  # well under the limit, after JSON escaping
+PART_UUID_BASE_MAX = 44  # leaves "-<part>" room within Feishu's 50-character uuid
 
 
 class OutboundError(Exception):
     pass
+
+
+def part_uuid_base(key: str) -> str:
+    """A prefix for the parts' uuids (``<base>-<i>``, within Feishu's 50 characters) that stays distinct per
+    key: a long key keeps its head and gains a digest of the whole, so two keys never share a uuid."""
+    if len(key) <= PART_UUID_BASE_MAX:
+        return key
+    return key[:20] + "-" + hashlib.sha256(key.encode()).hexdigest()[: PART_UUID_BASE_MAX - 21]
 
 
 def split_text(text: str, limit: int = TEXT_CHUNK_BYTES) -> list[str]:
@@ -46,59 +61,24 @@ def split_text(text: str, limit: int = TEXT_CHUNK_BYTES) -> list[str]:
 
 
 class Outbound:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], clients: Any) -> None:
-        self._sessions = sessions
-        self._clients = clients  # anything with .openapi(connector_id) -> OpenApiClient | None (the bridge)
+    """The callers' interface (unchanged by the outbox): each method writes outbox rows, then waits until
+    Feishu accepted them and returns the message ids. The rows go out even if the caller is gone (a restart):
+    the outbox owns delivery, the caller only waits for it."""
 
-    def _client(self, connector_id: int) -> OpenApiClient:
-        client: OpenApiClient | None = self._clients.openapi(connector_id)
-        if client is None:
-            raise OutboundError(f"connector {connector_id} has no credentials to send with")
-        return client
+    def __init__(self, outbox: Outbox) -> None:
+        self._outbox = outbox
 
-    async def _log(self, connector_id: int, ok: bool, **detail: Any) -> None:
-        await record_now(
-            self._sessions,
-            connector_id=connector_id,
-            action=LogAction.WS_OUTBOUND,
-            level=LogLevel.INFO if ok else LogLevel.ERROR,
-            ok=ok,
-            **detail,
-        )
-
-    async def _create(
-        self,
-        connector_id: int,
-        *,
-        kind: str,
-        chat_id: str,
-        msg_type: str,
-        content: dict[str, Any],
-        reply_to: str | None,
-        uuid: str,
-    ) -> str:
-        client = self._client(connector_id)
-        body = {"msg_type": msg_type, "content": json.dumps(content, ensure_ascii=False), "uuid": uuid}
+    async def _send(self, rows: list[NewRow], wait_seconds: float | None = None) -> list[str]:
+        ids = await self._outbox.enqueue(rows)
         try:
-            if reply_to:
-                data = await client.call("POST", f"/open-apis/im/v1/messages/{reply_to}/reply", json=body)
-            else:
-                data = await client.call(
-                    "POST",
-                    "/open-apis/im/v1/messages",
-                    params={"receive_id_type": "chat_id"},
-                    json={**body, "receive_id": chat_id},
-                )
-        except FeishuError as exc:
-            await self._log(
-                connector_id, False, kind=kind, chat_id=chat_id, reply_to=reply_to, **exc.detail()
-            )
+            return await asyncio.wait_for(self._outbox.wait_sent(ids), wait_seconds)
+        except OutboxFailed as exc:  # logged as ws_outbound with Feishu's code by the outbox
             raise OutboundError(str(exc)) from exc
-        message_id = str(data.get("message_id", ""))
-        await self._log(
-            connector_id, True, kind=kind, chat_id=chat_id, reply_to=reply_to, message_id=message_id
-        )
-        return message_id
+        except TimeoutError as exc:
+            raise OutboundError(
+                f"not sent within {wait_seconds:g} s (Feishu refuses or cannot be reached for now); "
+                "it stays in the outbox and is sent when Feishu takes it"
+            ) from exc
 
     async def send_text(
         self,
@@ -108,23 +88,28 @@ class Outbound:
         text: str,
         reply_to: str | None = None,
         uuid: str | None = None,
+        wait_seconds: float | None = None,
     ) -> list[str]:
-        """Send (or reply with) text, split under Feishu's limit. Returns the message ids."""
-        base = uuid or uuid_lib.uuid4().hex
-        ids = []
-        for i, chunk in enumerate(split_text(text)):
-            ids.append(
-                await self._create(
-                    connector_id,
+        """Send (or reply with) text, split under Feishu's limit. Returns the message ids.
+
+        ``wait_seconds``: give up waiting (OutboundError) after that long; the text is still sent later."""
+        base = part_uuid_base(uuid or uuid_lib.uuid4().hex)
+        return await self._send(
+            [
+                NewRow(
+                    connector_id=connector_id,
                     kind="text",
+                    lane=chat_lane(chat_id),
+                    content=text_content(chunk),
+                    uuid=f"{base}-{i}",
                     chat_id=chat_id,
+                    target_message_id=reply_to or "",
                     msg_type="text",
-                    content={"text": chunk},
-                    reply_to=reply_to,
-                    uuid=f"{base[:44]}-{i}",
                 )
-            )
-        return ids
+                for i, chunk in enumerate(split_text(text))
+            ],
+            wait_seconds,
+        )
 
     async def send_card(
         self,
@@ -134,26 +119,41 @@ class Outbound:
         card: dict[str, Any],
         reply_to: str | None = None,
         uuid: str | None = None,
+        receive_id_type: str = "chat_id",
     ) -> str:
-        return await self._create(
-            connector_id,
-            kind="card",
-            chat_id=chat_id,
-            msg_type="interactive",
-            content=card,
-            reply_to=reply_to,
-            uuid=uuid or uuid_lib.uuid4().hex,
+        """``chat_id`` names the receiver: a chat, or with ``receive_id_type="open_id"`` a person (a DM)."""
+        (message_id,) = await self._send(
+            [
+                NewRow(
+                    connector_id=connector_id,
+                    kind="card",
+                    lane=chat_lane(chat_id),
+                    content=card_content(card),
+                    uuid=(uuid or uuid_lib.uuid4().hex)[:50],
+                    chat_id=chat_id,
+                    target_message_id=reply_to or "",
+                    msg_type="interactive",
+                    receive_id_type=receive_id_type,
+                )
+            ]
         )
+        return message_id
+
+    async def sent_message_id(self, connector_id: int, uuid: str) -> str | None:
+        """The message id of what was sent with ``uuid``, if it has been sent (its sender may have been a
+        later process than the caller that asked for it)."""
+        return await self._outbox.sent_message_id(connector_id, uuid)
 
     async def update_card(self, connector_id: int, *, message_id: str, card: dict[str, Any]) -> None:
-        client = self._client(connector_id)
-        try:
-            await client.call(
-                "PATCH",
-                f"/open-apis/im/v1/messages/{message_id}",
-                json={"content": json.dumps(card, ensure_ascii=False)},
-            )
-        except FeishuError as exc:
-            await self._log(connector_id, False, kind="card_update", message_id=message_id, **exc.detail())
-            raise OutboundError(str(exc)) from exc
-        await self._log(connector_id, True, kind="card_update", message_id=message_id)
+        await self._send(
+            [
+                NewRow(
+                    connector_id=connector_id,
+                    kind="card_update",
+                    lane=card_lane(message_id),
+                    content=card_content(card),
+                    uuid=uuid_lib.uuid4().hex,  # a PATCH has no Feishu uuid; ours keeps rows apart
+                    target_message_id=message_id,
+                )
+            ]
+        )

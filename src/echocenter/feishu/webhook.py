@@ -23,10 +23,11 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 
 from echocenter.api.deps import RuntimeDep, SessionDep
+from echocenter.api.error_docs import errors
 from echocenter.connectors.service import get_connector, list_connectors, read_secret
 from echocenter.db.models import FeishuConnector, LogLevel
 from echocenter.errors import EchoCenterError, InvalidRequest, NotAuthenticated, NotFound, PermissionDenied
-from echocenter.feishu import callback_crypto
+from echocenter.feishu import callback_crypto, callback_docs
 from echocenter.feishu.bridge import FeishuBridge
 from echocenter.feishu.callback_guard import RejectionThrottle, first_sighting
 from echocenter.feishu.events import CardActionEvent, EventParseError, parse_event
@@ -173,7 +174,9 @@ async def _handle(request: Request, connector: FeishuConnector, raw: bytes, runt
         except TimeoutError:
             answer = CARD_TIMEOUT_TOAST
         return JSONResponse(answer or {})
-    bridge.spawn_dispatch(connector.id, body, transport="callback")  # answer first (Feishu waits 3 s at most)
+    # Answer only once the event is durable (claimed): if it cannot be stored this raises (HTTP 500), and
+    # Feishu delivers it again. The Butler's work runs after the answer.
+    await bridge.dispatch(connector.id, body, transport="callback")
     return JSONResponse({})
 
 
@@ -181,7 +184,10 @@ ConnectorId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 @router.post(
-    "/callback/{connector_id}", summary="Feishu event callback for one connector (no JWT: Feishu signs)"
+    "/callback/{connector_id}",
+    summary="Feishu event callback for one connector (no JWT: Feishu signs)",
+    responses=errors(400, 401),
+    openapi_extra=callback_docs.OPERATION,
 )
 async def callback_for(
     connector_id: ConnectorId, request: Request, runtime: RuntimeDep, session: SessionDep
@@ -199,7 +205,12 @@ async def callback_for(
     return await _handle(request, connector, raw, runtime)
 
 
-@router.post("/callback", summary="Feishu event callback, connector found from the event's app_id")
+@router.post(
+    "/callback",
+    summary="Feishu event callback, connector found from the event's app_id",
+    responses=errors(400, 401, 404),
+    openapi_extra=callback_docs.OPERATION,
+)
 async def callback(request: Request, runtime: RuntimeDep, session: SessionDep) -> JSONResponse:
     raw = await request.body()
     connectors = await list_connectors(session)

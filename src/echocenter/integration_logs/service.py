@@ -43,6 +43,10 @@ class LogAction(StrEnum):
     APPROVAL_REFUSED = "approval_refused"  # a command outside the agent's list: no card
     COMMAND_REFUSED = "command_refused"
     UNKNOWN_CONNECTOR = "unknown_connector"  # an event for a connector that does not exist (any more)
+    INBOX_REDRIVE = "inbox_redrive"  # an unfinished message taken up again after its lease ran out
+    INBOX_FAILED = "inbox_failed"  # given up on after too many attempts (the reason is in the row)
+    CONTACT_LOOKUP_REFUSED = "contact_lookup_refused"  # approvals-12: names fall back to open_ids
+    APPROVAL_REMINDER = "approval_reminder"  # approvals-12: reminder DMs and escalation
 
 
 # The audit trail: who changed a connector and who decided what. Retention caps these separately from the

@@ -5,8 +5,10 @@
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "echocenter.token";
 const SECRET_FIELDS = ["app_secret", "verification_token", "encrypt_key"];
-const LIST_FIELDS = ["allowed_chat_ids", "user_whitelist", "approvers"];
-const BOOL_FIELDS = ["allow_dm", "allow_group_mention", "mention_required", "ignore_bot_messages", "callback_enabled"];
+const LIST_FIELDS = ["allowed_chat_ids", "user_whitelist", "approvers", "escalation_approvers"];
+const BOOL_FIELDS = ["allow_dm", "allow_group_mention", "mention_required", "ignore_bot_messages", "callback_enabled",
+  "allow_self_approval"];
+const OFF_BY_DEFAULT = ["callback_enabled", "allow_self_approval"];
 const LOG_ACTIONS = ["create_connector", "update_connector", "delete_connector", "verify_callback",
   "enable_connector", "disable_connector", "ws_connecting", "ws_connected", "ws_disconnected", "ws_client_error",
   "ws_filtered", "ws_routed", "ws_event_ignored", "ws_outbound", "ws_auth_card", "ws_auth_card_decision",
@@ -160,7 +162,9 @@ function fillForm(c) {
   form.app_id.value = c ? c.app_id || "" : "";
   form.prefix_command.value = c ? c.prefix_command : "";
   form.rate_limit_per_minute.value = c ? c.rate_limit_per_minute : 30;
-  for (const name of BOOL_FIELDS) form[name].checked = c ? c[name] : name !== "callback_enabled";
+  form.approvals_required.value = c ? c.approvals_required : 1;
+  form.approval_delivery.value = c ? c.approval_delivery : "chat";
+  for (const name of BOOL_FIELDS) form[name].checked = c ? c[name] : !OFF_BY_DEFAULT.includes(name);
   for (const name of LIST_FIELDS) form[name].value = c ? c[name].join("\n") : "";
   for (const name of SECRET_FIELDS) {
     const box = form.querySelector(`[data-secret=${name}]`);
@@ -233,6 +237,8 @@ function formBody() {
     app_id: form.app_id.value.trim(),
     prefix_command: form.prefix_command.value.trim(),
     rate_limit_per_minute: form.rate_limit_per_minute.value === "" ? null : Number(form.rate_limit_per_minute.value),
+    approvals_required: form.approvals_required.value === "" ? null : Number(form.approvals_required.value),
+    approval_delivery: form.approval_delivery.value,
   };
   for (const name of BOOL_FIELDS) body[name] = form[name].checked;
   for (const name of LIST_FIELDS) body[name] = lines(form[name].value);
@@ -242,6 +248,7 @@ function formBody() {
     else if (form[name].value) body[name] = form[name].value;
   }
   if (!Number.isInteger(body.rate_limit_per_minute)) body.rate_limit_per_minute = form.rate_limit_per_minute.value;
+  if (!Number.isInteger(body.approvals_required)) body.approvals_required = form.approvals_required.value;
   return body;
 }
 
@@ -374,7 +381,45 @@ async function loadLogs(reset, cursor) {
 }
 
 // ---- approvals -----------------------------------------------------------------------------------------
+const EVENT_WORDS = { requested: "asked for it", card_sent: "card sent", vote: "voted", decided: "decided",
+  expired: "expired", directive_sent: "sent to the agent", result: "result", reminded: "reminders sent",
+  escalated: "escalated" };
+const openTimelines = new Set();
+
+function voteLine(v) {
+  const verb = v.decision === "approve" ? "approved" : "rejected";
+  return el("li", { text: `${v.name} ${verb}, ${when(v.at)}${v.note ? ` — “${v.note}”` : ""}` });
+}
+
+function eventLine(e) {
+  const d = e.detail || {};
+  const what = e.kind === "vote" || e.kind === "decided" ? `${EVENT_WORDS[e.kind]}: ${d.decision || ""}` :
+    e.kind === "result" ? `result: ${d.status || (d.ok ? "ok" : "failed")}` : EVENT_WORDS[e.kind] || e.kind;
+  const who = e.actor_name || e.actor || "";
+  return el("li", { "data-kind": e.kind },
+    el("time", { datetime: e.created_at, text: when(e.created_at) }), " ",
+    el("strong", { text: who }), ` ${what}${d.note ? ` — “${d.note}”` : ""}`);
+}
+
+function timeline(a) {
+  const list = el("ol", { class: "timeline-events" });
+  const box = el("details", { class: "timeline", "data-timeline": a.id },
+    el("summary", { text: "Timeline" }), list);
+  const load = async () => {
+    if (!box.open) { openTimelines.delete(a.id); return; }
+    openTimelines.add(a.id);
+    const detail = await api("GET", `/api/approvals/${a.id}`);
+    list.replaceChildren(...detail.events.map(eventLine));
+    if (!detail.events.length) list.append(el("li", { class: "muted", text: "No events recorded." }));
+  };
+  box.addEventListener("toggle", () => { load().catch(() => {}); });
+  if (openTimelines.has(a.id)) box.open = true;
+  return box;
+}
+
 function approvalCard(a) {
+  const votes = a.votes || [];
+  const deciderName = (votes.find((v) => v.voter === a.decided_by) || {}).name || a.decided_by || "—";
   const facts = el("dl", {},
     el("dt", { text: "Agent" }), el("dd", { text: a.agent_name }),
     el("dt", { text: "Command" }), el("dd", {}, el("code", { text: a.command })),
@@ -382,9 +427,14 @@ function approvalCard(a) {
     el("dt", { text: "Asked by" }), el("dd", { text: a.requested_by_name || a.requested_by_open_id }),
     el("dt", { text: a.status === "PENDING" ? "Expires" : "Decided" }),
     el("dd", { text: a.status === "PENDING" ? when(a.expires_at)
-      : `${a.decided_by || "—"}, ${when(a.decided_at)}${a.decision_reason ? ` — “${a.decision_reason}”` : ""}` }));
+      : `${deciderName}, ${when(a.decided_at)}${a.decision_reason ? ` — “${a.decision_reason}”` : ""}` }));
   const card = el("article", { class: "panel approval", "data-approval": a.id },
     el("h3", {}, el("span", { text: `#${a.id}` }), el("span", { class: `badge ${a.status}`, text: a.status })), facts);
+  const approved = votes.filter((v) => v.decision === "approve").length;
+  if (votes.length || a.approvals_required > 1) {
+    card.append(el("p", { class: "votes-title", text: `${approved} of ${a.approvals_required} approvals` }),
+      el("ul", { class: "votes" }, ...votes.map(voteLine)));
+  }
   if (a.output !== null && a.output !== undefined) card.append(el("pre", { text: a.output || "(no output)" }));
   if (a.status === "PENDING") {
     const reasonId = `reason-${a.id}`;
@@ -393,6 +443,7 @@ function approvalCard(a) {
       try {
         const result = await api("POST", `/api/approvals/${a.id}/decision`, { decision, reason: reason.value || null });
         notice("approvals-message", result.decided ? `#${a.id} ${decision === "approve" ? "approved" : "rejected"}.`
+          : result.approval.status === "PENDING" ? `#${a.id}: your vote is counted, more approvals are needed.`
           : `#${a.id} was already decided (${result.approval.status}).`, result.decided ? "ok" : "");
       } catch (error) {
         if (error.status !== 401) notice("approvals-message", error.message, "bad");
@@ -404,8 +455,35 @@ function approvalCard(a) {
         el("button", { type: "button", class: "primary", text: "Approve", onclick: decide("approve") }),
         el("button", { type: "button", class: "danger", text: "Reject", onclick: decide("reject") })));
   }
+  card.append(timeline(a));
   return card;
 }
+
+async function exportApprovals(format) {
+  // The export needs the JWT, so it is fetched and handed to the browser as a file.
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const response = await fetch(`/api/approvals/export?format=${format}`, { headers: { Authorization: `Bearer ${token}` } });
+  if (!response.ok) { notice("approvals-message", `Export failed (HTTP ${response.status}).`, "bad"); return; }
+  const url = URL.createObjectURL(await response.blob());
+  const link = el("a", { href: url, download: `approvals.${format}` });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+async function verifyTrail() {
+  const result = await api("GET", "/api/approvals/audit/verify");
+  notice("approvals-message", result.ok ? `Audit trail intact: ${result.checked} events checked.`
+    : `Audit trail BROKEN at event ${result.broken_at} (approval #${result.approval_id}): ${result.problem}`,
+  result.ok ? "ok" : "bad");
+}
+
+$("export-csv").addEventListener("click", () => exportApprovals("csv"));
+$("export-jsonl").addEventListener("click", () => exportApprovals("jsonl"));
+$("verify-trail").addEventListener("click", () => verifyTrail().catch((error) => {
+  if (error.status !== 401) notice("approvals-message", error.message, "bad");
+}));
 
 async function showApprovals(force) {
   const list = $("approval-list");

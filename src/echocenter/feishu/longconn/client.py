@@ -1,8 +1,10 @@
-"""Our asyncio long-connection client: discovery, connect, ping, ack at once, reconnect with backoff.
+"""Our asyncio long-connection client: discovery, connect, ping, ack once stored, reconnect with backoff.
 
 It moves bytes only; the rules live in ``protocol.py`` and ``frames.py``. Handlers get whole event
-payloads (bytes). A message event is acked before its handler runs; a card callback's answer rides in the
-ack, so its handler gets ``card_deadline`` seconds, after which ``{}`` with a toast is sent instead.
+payloads (bytes). A message event is acked when its handler returns — the handler stores the event (the
+durable claim) and leaves the work for later; if it raises, no ack is sent, so Feishu pushes the event again.
+A card callback's answer rides in the ack, so its handler gets ``card_deadline`` seconds, after which ``{}``
+with a toast is sent instead. Each event is handled in a task of its own: the receive loop never waits.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
+from echocenter import metrics
 from echocenter.feishu.longconn.frames import Frame, FrameError, FrameMethod, FrameType, decode, encode
 from echocenter.feishu.longconn.protocol import (
     ClientConfig,
@@ -243,8 +246,15 @@ class LongConnClient:
         if _is_card_callback(payload):
             self._spawn(self._answer_card(ws, frame, payload, received))
             return
+        self._spawn(self._take_event(ws, frame, payload, received))
+
+    async def _take_event(self, ws: ClientConnection, frame: Frame, payload: bytes, received: float) -> None:
+        try:
+            await self._on_event(payload)
+        except Exception:
+            log.exception("longconn_event_not_stored")  # not acked: Feishu delivers it again
+            return
         await self._send_ack(ws, frame, biz_rt_ms=int((time.monotonic() - received) * 1000))
-        self._spawn(self._on_event(payload))
 
     async def _answer_card(self, ws: ClientConnection, frame: Frame, payload: bytes, received: float) -> None:
         try:
@@ -269,6 +279,7 @@ class LongConnClient:
     ) -> None:
         with contextlib.suppress(ConnectionClosed):
             await self._send(ws, ack_frame(frame, code=code, data=data, biz_rt_ms=biz_rt_ms))
+        metrics.event_acked(biz_rt_ms / 1000)
 
     async def _send(self, ws: ClientConnection, frame: Frame) -> None:
         async with self._send_lock:

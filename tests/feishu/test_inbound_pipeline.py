@@ -1,0 +1,91 @@
+"""The admission: load → enabled → policy → claim (dedup) → rate limit (newly claimed only) → log, against a
+real SQLite file and a real PostgreSQL schema."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from echocenter.db.engine import make_engine
+from echocenter.db.models import InboundStatus
+from echocenter.feishu.inbound import InboundPipeline, Outcome
+from echocenter.feishu.policy import FilterReason
+from tests.feishu.conftest import dm, inbox_rows
+from tests.support.databases import Database
+
+LEASE = timedelta(seconds=30)
+
+
+def pipeline(engine: AsyncEngine, owner: str = "test-instance") -> InboundPipeline:
+    return InboundPipeline(engine, lease=LEASE, owner=owner)
+
+
+async def test_an_admitted_message_is_stored_with_all_it_takes_to_answer_it(
+    engine: AsyncEngine, connector_id: int
+) -> None:
+    event = dm("hello there")
+    admission = await pipeline(engine).admit(connector_id=connector_id, event=event, bot_open_id=None)
+    assert admission.outcome is Outcome.ADMITTED
+    [row] = await inbox_rows(engine)
+    assert row.status == InboundStatus.RECEIVED.value and row.id == admission.row_id
+    assert row.payload is not None
+    assert row.payload["text"] == "hello there" and row.payload["message_id"] == event.message_id
+    assert row.payload["chat_id"] == event.chat_id and row.payload["open_id"] == "ou_alice"
+    assert row.payload["event_id"] == event.event_id and "root_id" in row.payload
+    assert row.lease_owner == "test-instance" and row.lease_until is not None and row.attempts == 1
+
+
+async def test_a_redelivered_duplicate_does_not_use_up_the_rate_limit(
+    engine: AsyncEngine, connector_id: int
+) -> None:
+    admit = pipeline(engine).admit
+    first = [dm(f"m{i}") for i in range(4)]
+    for event in first:
+        assert (
+            await admit(connector_id=connector_id, event=event, bot_open_id=None)
+        ).outcome is Outcome.ADMITTED
+    # Feishu pushes the first one again three times, in the same batch as a new message.
+    again = [admit(connector_id=connector_id, event=first[0], bot_open_id=None) for _ in range(3)]
+    fifth, sixth = dm("m4"), dm("m5")
+    outcomes = await asyncio.gather(*again, admit(connector_id=connector_id, event=fifth, bot_open_id=None))
+    assert [o.outcome for o in outcomes] == [Outcome.DUPLICATE] * 3 + [Outcome.ADMITTED]
+    over = await admit(connector_id=connector_id, event=sixth, bot_open_id=None)
+    assert over.outcome is Outcome.FILTERED and over.reason is FilterReason.RATE_LIMITED
+    [row] = [r for r in await inbox_rows(engine) if r.id == over.row_id]
+    assert row.status == InboundStatus.FILTERED.value and row.reason == "rate_limited"
+
+
+async def test_the_rate_limit_is_exact_across_instances(
+    engine: AsyncEngine, connector_id: int, database: Database
+) -> None:
+    other_engine = make_engine(database.url, schema=database.schema)  # a second instance's own pool
+    try:
+        one, two = pipeline(engine, "one"), pipeline(other_engine, "two")
+        admissions = await asyncio.gather(
+            *(
+                (one if i % 2 else two).admit(connector_id=connector_id, event=dm(f"m{i}"), bot_open_id=None)
+                for i in range(20)
+            )
+        )
+    finally:
+        await other_engine.dispose()
+    outcomes = Counter(a.outcome for a in admissions)
+    assert outcomes == {Outcome.ADMITTED: 5, Outcome.FILTERED: 15}  # the connector allows 5 a minute
+    assert {a.reason for a in admissions if a.outcome is Outcome.FILTERED} == {FilterReason.RATE_LIMITED}
+
+
+async def test_each_sender_has_a_limit_of_its_own(engine: AsyncEngine, connector_id: int) -> None:
+    admit = pipeline(engine).admit
+    alice = [await admit(connector_id=connector_id, event=dm(), bot_open_id=None) for _ in range(6)]
+    bob = await admit(connector_id=connector_id, event=dm(sender="ou_bob"), bot_open_id=None)
+    assert [a.outcome for a in alice].count(Outcome.ADMITTED) == 5
+    assert bob.outcome is Outcome.ADMITTED
+
+
+async def test_an_unknown_connector_is_not_claimed(engine: AsyncEngine, connector_id: int) -> None:
+    admission = await pipeline(engine).admit(connector_id=connector_id + 1, event=dm(), bot_open_id=None)
+    assert admission.outcome is Outcome.UNKNOWN_CONNECTOR
+    assert await inbox_rows(engine) == []
