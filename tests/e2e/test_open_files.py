@@ -93,6 +93,8 @@ async def test_out_of_descriptors_keeps_http_answering_and_the_log_calm(tmp_path
 
                 health = await eventually(retried_a_few_times, timeout=20)
                 assert health["status"] == "ok" and health["accepting_connections"] is False
+                ready = await http.get("/api/health/ready")
+                assert ready.status_code == 503 and "connections" in ready.json()["checks"]
                 # The existing connections are still served: HTTP keep-alive above, the agent socket here.
                 await (await ws.ping())
                 assert (await http.get("/api/agents")).json()["online"] == 1
@@ -111,3 +113,4 @@ async def test_out_of_descriptors_keeps_http_answering_and_the_log_calm(tmp_path
                         return False
 
                 await eventually(accepting, timeout=20)
+                assert (await http.get("/api/health/ready")).status_code == 200
