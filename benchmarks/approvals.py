@@ -127,7 +127,7 @@ async def main(count: int) -> None:
 
 
 async def _online(s: Stack) -> bool:
-    return any(a["online"] for a in (await s.api.get("/api/agents")).json())
+    return any(a["online"] for a in (await s.api.get("/api/agents")).json()["items"])
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from fastapi import Depends, FastAPI
 
 from echocenter.agents import api as agents_api
 from echocenter.agents.hub import AgentHub
+from echocenter.agents.socket import AgentSocketRoute
 from echocenter.api import health
 from echocenter.api import metrics as metrics_api
 from echocenter.api.body_limit import BodySizeLimit
@@ -267,6 +268,7 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
     install_method_not_allowed(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(AgentSocketRoute)  # outermost: 20,000 agent sockets skip the router's stack
     app.include_router(health.router)
     app.include_router(metrics_api.router)
     app.include_router(auth_api.router)

@@ -17,14 +17,29 @@ from echocenter.settings import Settings
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from echocenter.agents.socket import AgentSocketRoute
     from echocenter.app import create_app
+    from echocenter.fd_limits import raise_open_files_limit
     from echocenter.logging_setup import configure_logging
 
     settings = Settings()
     configure_logging(settings.log_level)
+    raise_open_files_limit()
     host = args.host or settings.host
     port = args.port or settings.port
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
+    app = create_app(settings)
+    uvicorn.run(
+        AgentSocketRoute(app, state=app.state),  # agent sockets: the leanest path (agents/socket.py)
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        # Issue 15 (README "Many agents on one instance"): agent frames are small, so compression saves
+        # nothing and its per-connection state would cost about half of each agent socket's memory; the
+        # sans-I/O protocol, trimmed further, is the lightest uvicorn serves.
+        ws_per_message_deflate=False,
+        ws="echocenter.lean_websocket:LeanWebSocketProtocol",
+        loop="echocenter.fd_limits:CalmAcceptLoop",  # EMFILE: back off, one log line
+    )
     return 0
 
 

@@ -47,7 +47,9 @@ async def _configure(api: httpx.AsyncClient, password: str) -> str:
     login = await api.post("/api/auth/login", json={"username": DEMO_ADMIN, "password": password})
     login.raise_for_status()
     api.headers["Authorization"] = f"Bearer {login.json()['token']}"
-    existing = {a["name"]: a for a in (await api.get("/api/agents")).json()}
+    existing = {
+        a["name"]: a for a in (await api.get("/api/agents", params={"q": DEMO_AGENT})).json()["items"]
+    }
     if DEMO_AGENT in existing:  # a second run on the same data: a fresh token for the same agent
         agent = await api.post(f"/api/agents/{existing[DEMO_AGENT]['id']}/token")
     else:

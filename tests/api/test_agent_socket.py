@@ -53,7 +53,7 @@ async def _agent_token(server: Server, name: str = "probe") -> str:
 
 
 async def _online(server: Server) -> bool:
-    return any(a["online"] for a in (await server.client.get("/api/agents")).json())
+    return any(a["online"] for a in (await server.client.get("/api/agents")).json()["items"])
 
 
 async def _closed_by_server(server: Server, token: str, frame: str | bytes) -> tuple[int, str]:

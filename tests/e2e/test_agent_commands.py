@@ -19,7 +19,7 @@ __all__ = ["story"]  # the fixture, shared with test_butler
 
 
 async def _agent(story: Story) -> dict[str, Any]:
-    [agent] = (await story.api.get("/api/agents")).json()
+    [agent] = (await story.api.get("/api/agents")).json()["items"]
     return dict(agent)
 
 

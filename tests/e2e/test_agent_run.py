@@ -57,7 +57,7 @@ async def test_the_service_base_url_is_enough_to_connect(server: Server) -> None
     try:
 
         async def online() -> bool:
-            agents = (await server.client.get("/api/agents")).json()
+            agents = (await server.client.get("/api/agents")).json()["items"]
             return any(a["name"] == "base-url-agent" and a["online"] for a in agents)
 
         await eventually(online, timeout=20)

@@ -169,7 +169,7 @@ MARKUP = (
 
 async def test_untrusted_words_never_become_markup(story: Story) -> None:
     # The admin's list lets the request reach a card; the agent itself still refuses to run it.
-    [agent] = (await story.server.client.get("/api/agents")).json()
+    [agent] = (await story.server.client.get("/api/agents")).json()["items"]
     patched = await story.server.client.patch(f"/api/agents/{agent['id']}", json={"commands": [MARKUP]})
     assert patched.status_code == 200, patched.text
     message_id, card, approval = await asked(story, f"run {AGENT} {MARKUP}")

@@ -118,7 +118,7 @@ async def agent_running(
     task = asyncio.create_task(run_agent(url, token, allowed=frozenset(allowed), heartbeat=0.5))
 
     async def online() -> bool:
-        agents = (await server.client.get("/api/agents")).json()
+        agents = (await server.client.get("/api/agents")).json()["items"]
         return any(a["online"] for a in agents)
 
     await eventually(online)
@@ -287,7 +287,7 @@ async def test_an_offline_agent_fails_the_approval(story: Story) -> None:
 
 async def test_the_agent_refuses_commands_off_its_list(story: Story) -> None:
     # The admin's list wins over the agent's declaration, yet the agent still refuses what it does not run.
-    [agent] = (await story.api.get("/api/agents")).json()
+    [agent] = (await story.api.get("/api/agents")).json()["items"]
     patched = await story.api.patch(f"/api/agents/{agent['id']}", json={"commands": ["rm -rf {path}"]})
     assert patched.status_code == 200, patched.text
     _, card, approval = await asked(story, f"run {AGENT} rm -rf /")
@@ -382,7 +382,7 @@ async def test_admins_decide_from_the_api_with_the_same_rule(story: Story) -> No
 
 
 async def test_agents_are_registered_listed_and_revoked(story: Story) -> None:
-    agents = (await story.api.get("/api/agents")).json()
+    agents = (await story.api.get("/api/agents")).json()["items"]
     assert [(a["name"], a["online"]) for a in agents] == [(AGENT, True)]
     assert "token" not in agents[0]
     duplicate = await story.api.post("/api/agents", json={"name": AGENT})
@@ -391,7 +391,7 @@ async def test_agents_are_registered_listed_and_revoked(story: Story) -> None:
     assert revoked.json()["revoked_at"] is not None
 
     async def offline() -> bool:
-        return not (await story.api.get("/api/agents")).json()[0]["online"]
+        return not (await story.api.get("/api/agents")).json()["items"][0]["online"]
 
     await eventually(offline)
     async with httpx.AsyncClient() as http:

@@ -38,7 +38,7 @@ async def deployed_agent(story: Story) -> AsyncIterator[dict[str, Any]]:
     task = asyncio.create_task(agent_serve(config, backoff_cap=0.5))
 
     async def declared() -> dict[str, Any] | None:
-        agents = (await story.api.get("/api/agents")).json()
+        agents = (await story.api.get("/api/agents")).json()["items"]
         mine = [a for a in agents if a["name"] == NAME and a["online"] and a["declared_commands"]]
         return mine[0] if mine else None
 

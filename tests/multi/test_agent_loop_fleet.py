@@ -64,7 +64,7 @@ async def _run(cluster: Cluster, fake: FakeOpenAI) -> None:
 
         async def online_everywhere() -> bool:
             for instance in cluster.instances:
-                if not any(a["online"] for a in (await instance.api.get("/api/agents")).json()):
+                if not any(a["online"] for a in (await instance.api.get("/api/agents")).json()["items"]):
                     return False
             return True
 

@@ -72,7 +72,7 @@ async def test_changes_made_on_one_instance_reach_every_instance(cluster: Cluste
     )
 
     async def online() -> bool:
-        return bool((await cluster[2].api.get("/api/agents")).json()[0]["online"])
+        return bool((await cluster[2].api.get("/api/agents")).json()["items"][0]["online"])
 
     await eventually(online, timeout=5)
     assert (await first.api.delete(f"/api/agents/{registered['id']}")).status_code == 200
@@ -139,7 +139,7 @@ async def test_commands_approved_on_any_instance_run_on_the_agent_another_instan
 
         async def online_everywhere() -> bool:
             for instance in cluster.instances:
-                agents = (await instance.api.get("/api/agents")).json()
+                agents = (await instance.api.get("/api/agents")).json()["items"]
                 if not [a for a in agents if a["name"] == "worker" and a["online"]]:
                     return False
             return True
@@ -219,7 +219,7 @@ async def test_commands_approved_on_any_instance_run_on_the_agent_another_instan
         holder.service.process.wait()
 
         async def released() -> bool:
-            agents = (await cluster[0].api.get("/api/agents")).json()
+            agents = (await cluster[0].api.get("/api/agents")).json()["items"]
             connector = (await cluster[2].api.get(f"/api/integrations/feishu/{connector_id}")).json()
             return (
                 not any(a["online"] for a in agents)

@@ -1,28 +1,22 @@
-"""Admin routes for agents, and the WebSocket agents connect to."""
+"""Admin routes for agents (the WebSocket agents connect to is agents/socket.py)."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Collection
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Path, Request, WebSocket, status
-from starlette.websockets import WebSocketDisconnect
+from fastapi import APIRouter, Path, Query, Request, status
 
 from echocenter.agents import service
-from echocenter.agents.commands import MAX_PATTERNS, effective, normalize, pattern_error
-from echocenter.agents.frames import FrameRefused, read_frame
+from echocenter.agents.commands import effective
 from echocenter.agents.hub import AgentHub
-from echocenter.agents.schemas import AgentCreate, AgentCreated, AgentOut, AgentUpdate
+from echocenter.agents.schemas import AgentCreate, AgentCreated, AgentOut, AgentPageOut, AgentUpdate
 from echocenter.api.deps import CurrentAdmin, SessionDep
 from echocenter.api.error_docs import errors
 from echocenter.cluster.bus import EventBus
-from echocenter.cluster.presence import online_agents
 from echocenter.db.models import Agent
-from echocenter.logging_setup import log_event
-from echocenter.runtime import Runtime
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/agents", tags=["agents"])
@@ -67,12 +61,29 @@ async def register(body: AgentCreate, _: CurrentAdmin, session: SessionDep, requ
     return AgentCreated(**_out(agent, _hub(request)).model_dump(), token=token)
 
 
-@router.get("", response_model=list[AgentOut], summary="Agents with their online state")
-async def list_agents(_: CurrentAdmin, session: SessionDep, request: Request) -> list[AgentOut]:
-    hub = _hub(request)
+@router.get("", response_model=AgentPageOut, summary="Agents by name, a page at a time, with counts")
+async def list_agents(
+    _: CurrentAdmin,
+    session: SessionDep,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(max_length=64, description="the previous page's next_cursor")] = None,
+    online: Annotated[bool | None, Query(description="only agents online (true) or offline (false)")] = None,
+    q: Annotated[str, Query(max_length=64, description="name prefix, case-insensitive")] = "",
+) -> AgentPageOut:
+    # Filters and counts use the shared view (agent_presence, flushed every few seconds); a row is also
+    # online when this instance holds its socket and has not flushed it yet.
     timeout = timedelta(seconds=request.app.state.runtime.settings.instance_timeout_seconds)
-    anywhere = await online_agents(session, timeout=timeout)  # the shared view: held by any live instance
-    return [_out(a, hub, anywhere) for a in await service.list_agents(session)]
+    page = await service.page_agents(
+        session, timeout=timeout, limit=limit, cursor=cursor, online=online, prefix=q
+    )
+    hub = _hub(request)
+    return AgentPageOut(
+        items=[_out(agent, hub, (agent.name,) if on else ()) for agent, on in page.items],
+        total=page.total,
+        online=page.online,
+        next_cursor=page.next_cursor,
+    )
 
 
 @router.patch(
@@ -107,78 +118,3 @@ async def rotate_token(
     agent, token = await service.rotate_token(session, agent_id)
     await _disconnect_everywhere(request, agent.name)  # whoever holds the old token is out
     return AgentCreated(**_out(agent, _hub(request)).model_dump(), token=token)
-
-
-def _token(websocket: WebSocket) -> str:
-    header = websocket.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    return websocket.headers.get("x-agent-token", "").strip()
-
-
-class _Link:
-    def __init__(self, websocket: WebSocket) -> None:
-        self._ws = websocket
-
-    async def send_json(self, data: Any) -> None:
-        await self._ws.send_text(json.dumps(data))
-
-    async def close(self, code: int = 1000, reason: str | None = None) -> None:
-        await self._ws.close(code=code, reason=reason)
-
-
-def _declared(commands: Any) -> list[str] | None:
-    """The agent's own command list from its hello, or None when it is not a list of valid patterns."""
-    if not isinstance(commands, list) or len(commands) > MAX_PATTERNS:
-        return None
-    if not all(isinstance(c, str) and pattern_error(c) is None for c in commands):
-        return None
-    return list(dict.fromkeys(normalize(c) for c in commands))
-
-
-async def _declare(runtime: Runtime, agent_id: int, name: str, commands: Any) -> None:
-    declared = _declared(commands)
-    if declared is None:
-        log_event(log, "agent_hello_refused", level=logging.WARNING, agent=name)
-        return
-    async with runtime.sessions() as session:
-        await service.declare(session, agent_id, declared)
-    log_event(log, "agent_declared", agent=name, commands=len(declared))
-
-
-@router.websocket("/ws")
-async def agent_socket(websocket: WebSocket) -> None:
-    runtime: Runtime = websocket.app.state.runtime
-    hub: AgentHub = websocket.app.state.agents
-    async with runtime.sessions() as session:
-        agent = await service.authenticate(session, _token(websocket))
-    if agent is None:
-        await websocket.close(code=4401, reason="unknown or revoked agent token")  # before accept: HTTP 403
-        return
-    await websocket.accept()
-    link = _Link(websocket)
-    await hub.attach(agent.name, agent.id, link)
-    try:
-        while True:
-            frame = await websocket.receive()
-            if frame["type"] == "websocket.disconnect":
-                break
-            try:
-                message = read_frame(frame)
-            except FrameRefused as refused:
-                # One line, no traceback: the agent sent something we do not speak; tell it why and close.
-                log_event(
-                    log, "agent_frame_refused", agent=agent.name, code=refused.code, reason=refused.reason
-                )
-                await websocket.close(code=refused.code, reason=refused.reason)
-                break
-            if message.get("type") == "result":
-                hub.take_result(agent.name, message)
-            elif message.get("type") == "hello":
-                await _declare(runtime, agent.id, agent.name, message.get("commands"))
-            hub.heartbeat(agent.name)  # heartbeats and results both count; buffered, never awaited here
-    except (WebSocketDisconnect, RuntimeError):
-        pass
-    finally:
-        hub.detach(agent.name, link)
-        log_event(log, "agent_socket_closed", agent=agent.name)

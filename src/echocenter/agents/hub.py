@@ -30,7 +30,7 @@ class AgentOffline(Exception):
     pass
 
 
-@dataclass
+@dataclass(slots=True)  # one per connected agent, up to 20,000
 class _Connected:
     agent_id: int
     link: AgentLink

@@ -55,3 +55,10 @@ class AgentOut(BaseModel):
 
 class AgentCreated(AgentOut):
     token: str = Field(description="shown once: store it now")
+
+
+class AgentPageOut(BaseModel):
+    items: list[AgentOut]
+    total: int = Field(description="agents whose name starts with q (all when q is empty)")
+    online: int = Field(description="of those, how many are online")
+    next_cursor: str | None = Field(description="pass as cursor for the next page; null on the last page")

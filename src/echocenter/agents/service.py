@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
+from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, func, not_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from echocenter.agents.commands import effective
-from echocenter.db.models import Agent
+from echocenter.db.models import Agent, AgentPresence, Instance
 from echocenter.db.types import utcnow
 from echocenter.errors import Conflict, NotFound
 
@@ -46,8 +48,46 @@ async def authenticate(session: AsyncSession, token: str) -> Agent | None:
     return agent if agent is not None and agent.revoked_at is None else None
 
 
-async def list_agents(session: AsyncSession) -> list[Agent]:
-    return list(await session.scalars(select(Agent).order_by(Agent.name)))
+@dataclass(frozen=True, slots=True)
+class AgentPage:
+    items: list[tuple[Agent, bool]]  # each agent with whether a live instance holds it
+    total: int  # agents matching the name prefix
+    online: int  # of those, online
+    next_cursor: str | None  # the last name of this page; None on the last page
+
+
+async def page_agents(
+    session: AsyncSession,
+    *,
+    timeout: timedelta,
+    limit: int,
+    cursor: str | None = None,
+    online: bool | None = None,
+    prefix: str = "",
+) -> AgentPage:
+    """By name. Online = held by a live instance in the shared view (agent_presence), not revoked."""
+    live = (
+        select(AgentPresence.agent_id)
+        .join(Instance, Instance.instance_id == AgentPresence.instance_id)
+        .where(Instance.heartbeat_at > utcnow() - timeout)
+    )
+    is_online = and_(Agent.revoked_at.is_(None), Agent.id.in_(live))
+    # Case-insensitive on both backends (SQLite's LIKE is, PostgreSQL's is not); % and _ are literal.
+    matching = func.lower(Agent.name).startswith(prefix.lower(), autoescape=True) if prefix else true()
+    total, up = (
+        await session.execute(
+            select(func.count(), func.count().filter(is_online)).select_from(Agent).where(matching)
+        )
+    ).one()
+    query = select(Agent, is_online).where(matching)
+    if online is not None:
+        query = query.where(is_online if online else not_(is_online))
+    if cursor is not None:
+        query = query.where(Agent.name > cursor)
+    rows = (await session.execute(query.order_by(Agent.name).limit(limit + 1))).all()
+    items = [(agent, bool(on)) for agent, on in rows[:limit]]
+    more = len(rows) > limit
+    return AgentPage(items, total, up, items[-1][0].name if more else None)
 
 
 async def _get(session: AsyncSession, agent_id: int) -> Agent:

@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from echocenter.api.deps import RuntimeDep, SessionDep
 from echocenter.db.migrate import alembic_config
+from echocenter.fd_limits import ACCEPT_GUARD
 
 router = APIRouter(tags=["health"])
 
@@ -26,9 +27,10 @@ def expected_revisions() -> frozenset[str]:
 
 
 @router.get("/api/health", summary="Liveness and database reachability (no authentication)")
-async def health(session: SessionDep) -> dict[str, str]:
+async def health(session: SessionDep) -> dict[str, Any]:
     await session.execute(text("SELECT 1"))
-    return {"status": "ok"}
+    # accepting_connections is false while the process is out of file descriptors (fd_limits.py).
+    return {"status": "ok", **ACCEPT_GUARD.state()}
 
 
 async def _problems(runtime: RuntimeDep) -> dict[str, str]:
@@ -39,6 +41,8 @@ async def _problems(runtime: RuntimeDep) -> dict[str, str]:
         return {"database": f"no answer within {READY_TIMEOUT_SECONDS:g} s"}
     except Exception as exc:  # what is wrong is the answer; the details stay in the process log
         return {"database": f"unreachable ({type(exc).__name__})"}
+    if not ACCEPT_GUARD.accepting():
+        return {"connections": "out of file descriptors: new connections are not accepted (EMFILE)"}
     if applied != expected_revisions():
         return {"migrations": f"database at {sorted(applied)}, code expects {sorted(expected_revisions())}"}
     return {}

@@ -10,8 +10,6 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import openai
-
 from echocenter.feishu.untrusted import inert
 
 log = logging.getLogger(__name__)
@@ -229,6 +227,9 @@ class LLMBrain:
     def __init__(
         self, *, base_url: str, api_token: str, model: str, timeout: float, max_retries: int = 2
     ) -> None:
+        import openai  # here, not at the top: about 14 MB of RSS, only when an LLM is configured (issue 15)
+
+        self._openai_error: type[Exception] = openai.OpenAIError
         # The SDK retries 408/409/429/5xx and connection errors with exponential backoff and honours the
         # server's Retry-After (up to 60 s); ``timeout`` bounds each attempt.
         self._client = openai.AsyncOpenAI(
@@ -261,7 +262,7 @@ class LLMBrain:
                 tools=tools_for(context),  # type: ignore[arg-type]
                 **extra,
             )
-        except openai.OpenAIError as exc:
+        except self._openai_error as exc:
             raise BrainError(f"the language model failed: {type(exc).__name__}") from exc
         if not completion.choices:
             raise BrainError("the language model answered nothing")

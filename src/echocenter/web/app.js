@@ -498,8 +498,23 @@ async function showApprovals(force) {
 // ---- agents --------------------------------------------------------------------------------------------
 async function showAgents() { await loadAgents(); }
 
+// A page at a time (GET /api/agents is paginated by name); the cursors of the pages before this one are kept
+// so "Previous page" can go back.
+const AGENT_PAGE = 50;
+const agentPages = { cursors: [], cursor: null };
+
 async function loadAgents() {
-  const agents = await api("GET", "/api/agents");
+  const query = new URLSearchParams({ limit: AGENT_PAGE, q: $("agent-q").value.trim() });
+  if ($("agent-online").value) query.set("online", $("agent-online").value);
+  if (agentPages.cursor) query.set("cursor", agentPages.cursor);
+  const seq = (agentPages.seq = (agentPages.seq || 0) + 1);
+  const page = await api("GET", `/api/agents?${query}`);
+  if (seq !== agentPages.seq) return; // typing fired a newer request: its answer wins
+  $("agent-counts").textContent = `${page.online} of ${page.total} online`;
+  $("agent-prev").hidden = agentPages.cursors.length === 0;
+  $("agent-next").hidden = !page.next_cursor;
+  agentPages.next = page.next_cursor;
+  const agents = page.items;
   $("agent-rows").replaceChildren(...agents.map((a) => el("tr", { "data-agent": a.name },
     el("td", { text: a.name }),
     el("td", {}, el("span", { class: `badge ${a.revoked_at ? "offline" : a.online ? "online" : "offline"}`,
@@ -513,6 +528,23 @@ async function loadAgents() {
         await loadAgents();
       } })))));
 }
+
+function firstAgentPage() {
+  agentPages.cursors = [];
+  agentPages.cursor = null;
+  return loadAgents();
+}
+$("agent-q").addEventListener("input", firstAgentPage);
+$("agent-online").addEventListener("change", firstAgentPage);
+$("agent-next").addEventListener("click", () => {
+  agentPages.cursors.push(agentPages.cursor);
+  agentPages.cursor = agentPages.next;
+  return loadAgents();
+});
+$("agent-prev").addEventListener("click", () => {
+  agentPages.cursor = agentPages.cursors.pop() ?? null;
+  return loadAgents();
+});
 
 const commandLines = (text) => text.split("\n").map((line) => line.trim()).filter(Boolean);
 
