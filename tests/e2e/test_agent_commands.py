@@ -84,7 +84,9 @@ async def test_the_llm_tool_description_lists_each_agents_commands(
         serve(fake.app(), lifespan="off") as llm_url,
         serve_echocenter(llm_settings(database, tmp_path, emu, llm_url), None) as server,
     ):
-        connector_id = await create_verified_connector(server, approvers=["ou_alice"])
+        connector_id = await create_verified_connector(
+            server, approvers=["ou_alice"], allow_self_approval=True
+        )
         await register_agent(server.client)
         web = {"name": "web-1", "commands": ["systemctl restart {unit}"]}
         assert (await server.client.post("/api/agents", json=web)).status_code == 201

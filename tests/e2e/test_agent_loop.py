@@ -45,7 +45,7 @@ async def first_start(settings: Settings, emu: RunningEmulator) -> AsyncIterator
     """EchoCenter started on a fresh database: a connector, and the demo agent online (uptime, whoami)."""
     async with serve_echocenter(settings, None) as server:
         connector_id = await create_verified_connector(
-            server, approvers=["ou_alice"], rate_limit_per_minute=1000
+            server, approvers=["ou_alice"], rate_limit_per_minute=1000, allow_self_approval=True
         )
         token = await register_agent(server.client)
         async with agent_running(server, token):

@@ -54,6 +54,7 @@ class Cluster:
             "app_id": APP_ID,
             "app_secret": APP_SECRET,
             "approvers": ["ou_alice"],
+            "allow_self_approval": True,  # these tests are about instances; four-eyes has its own
             "prefix_command": "",
             "rate_limit_per_minute": 100,
             **settings,
