@@ -11,7 +11,7 @@ from tests.e2e.test_butler import AGENT, Story, asked, register_agent, story
 from tests.e2e.test_llm_brain import llm_settings
 from tests.support.databases import Database
 from tests.support.emulator import RunningEmulator
-from tests.support.fake_openai import FakeOpenAI, tool_answer
+from tests.support.fake_openai import FakeOpenAI, text_answer, tool_answer
 from tests.support.live import serve
 from tests.support.waiting import eventually
 
@@ -92,9 +92,17 @@ async def test_the_llm_tool_description_lists_each_agents_commands(
         assert (await server.client.post("/api/agents", json=web)).status_code == 201
         story = Story(server, emu, connector_id)
         fake.answers.append(tool_answer("web-1", "reboot", "the user asked"))
+        fake.answers.append(text_answer("web-1 only restarts units; I asked for nothing."))
         message_id = await story.say("reboot web-1 please")
         reply = await story.reply_to(message_id)
-        assert "not one of the commands" in reply["content"]["text"]
+        assert reply["content"]["text"] == "web-1 only restarts units; I asked for nothing."
+        # No card: the refusal went back to the model as the tool's result, and it is logged.
+        [tool_turn] = [m for m in fake.messages(1) if m["role"] == "tool"]
+        assert "does not run that command" in tool_turn["content"]
+        assert "systemctl restart {unit}" in tool_turn["content"]
+        refused = await story.logs(action="approval_refused")
+        assert refused and refused[0]["detail"]["agent"] == "web-1"
+        assert (await story.api.get("/api/approvals")).json() == []
         description = fake.requests[0]["body"]["tools"][0]["function"]["description"]
         assert "- web-1: systemctl restart {unit}" in description
         assert f"- {AGENT}: any command" in description

@@ -349,6 +349,16 @@ class AgentLoop:
         if call.approval_id is None:
             refusal = await self._refusal(args)
             if refusal:
+                await record_now(  # no card: the model is told why and tells the person
+                    self._sessions,
+                    connector_id=message.connector_id,
+                    action=LogAction.APPROVAL_REFUSED,
+                    level=LogLevel.WARN,
+                    reason=refusal[:300],
+                    agent=str(args.get("agent", ""))[:64],
+                    requested_by=message.open_id,
+                    message_id=message.message_id,
+                )
                 return f"refused, no approval was asked: {refusal}"
             approval = await self._workflow.request(
                 message=message,
