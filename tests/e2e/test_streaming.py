@@ -12,9 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from echocenter.db.engine import make_engine
-from echocenter.db.models import InboundStatus
+from echocenter.db.models import ButlerLoop, ConversationTurn, InboundStatus
+from echocenter.db.types import utcnow
 from echocenter.feishu.untrusted import inert_markdown
 from tests.e2e.conftest import create_verified_connector, serve_echocenter
 from tests.e2e.test_butler import Story, register_agent
@@ -292,6 +295,14 @@ async def test_an_oversized_file_is_refused_with_a_message(
         assert entry["detail"]["message_id"] == message_id
 
 
+async def _loop_done(engine: AsyncEngine, message_id: str) -> bool:
+    async with engine.connect() as conn:
+        status = await conn.scalar(
+            select(ButlerLoop.status).where(ButlerLoop.source_message_id == message_id)
+        )
+    return status == "DONE"
+
+
 async def test_a_redriven_streamed_answer_reuses_its_card(live: Live) -> None:
     story, fake = live
     settings = story.server.settings
@@ -301,8 +312,24 @@ async def test_a_redriven_streamed_answer_reuses_its_card(live: Live) -> None:
         message_id = await story.say("a long story")
         first = await streamed_card(story, message_id)
         await eventually(lambda: _is_answered(engine, message_id))
-        await _drive_again(engine, message_id, InboundStatus.ROUTED)  # as if it crashed before "answered"
+        # As if it crashed after the card was shown, before the request (its agent loop) and the message
+        # were marked answered: the loop's model turn runs again and streams into the same card.
+        async with engine.begin() as conn:
+            await conn.execute(
+                update(ButlerLoop)
+                .where(ButlerLoop.source_message_id == message_id)
+                .values(
+                    status="RUNNING",
+                    model_turns=0,
+                    finished_at=None,
+                    lease_owner="a-dead-instance",
+                    lease_until=utcnow(),
+                )
+            )
+            await conn.execute(delete(ConversationTurn).where(ConversationTurn.turn_key.like("answer:%")))
+        await _drive_again(engine, message_id, InboundStatus.ROUTED)
         await eventually(lambda: _answered_again(engine, message_id), timeout=20)
+        await eventually(lambda: _loop_done(engine, message_id), timeout=20)  # the inbox or the sweep
         replies = [m for m in await story.bot_messages() if m["parent_id"] == message_id]
         assert [m["message_id"] for m in replies] == [first["message_id"]]  # still one card
         assert len(story.emu.world.cards) == 1
@@ -311,6 +338,7 @@ async def test_a_redriven_streamed_answer_reuses_its_card(live: Live) -> None:
         assert entity["card"]["body"]["elements"][0]["content"] == inert_markdown(LONG + " (again)")
         sequences = [c["sequence"] for c in entity["calls"][1:]]
         assert sequences == sorted(set(sequences))
+        assert len(fake.requests) == 2 and all(r["body"]["stream"] is True for r in fake.requests)
     finally:
         await engine.dispose()
 
@@ -352,15 +380,21 @@ async def test_an_image_that_is_not_one_is_refused(
 
 
 async def test_a_refused_command_mid_stream_still_closes_the_card(live: Live) -> None:
+    # The agent loop (issue 16): the refusal goes back to the model as the call's result, and the model's
+    # next words follow the closed card in the chat.
     story, fake = live
     answer = tool_answer("no-such-agent", "uptime", "asked")  # no agent by that name: refused, no approval
     answer["content"] = LONG
-    fake.answers.append(answer)
+    fake.answers += [answer, text_answer("No such agent.")]
     message_id = await story.say("uptime on no-such-agent")
     streamed = await streamed_card(story, message_id)
     assert streamed["card"]["card"]["body"]["elements"][0]["content"] == inert_markdown(LONG)
     refusal = await story.reply_to(message_id)
-    assert refusal["content"]["text"].startswith("I cannot ask for that")
+    assert refusal["content"]["text"] == "No such agent."
+    assert refusal["create_time"] >= streamed["create_time"]
+    [tool_turn] = [m for m in fake.messages(1) if m["role"] == "tool"]
+    assert tool_turn["tool_call_id"] == answer["tool_calls"][0]["id"]  # the streamed call kept its id
+    assert tool_turn["content"].startswith("refused, no approval was asked: there is no registered agent")
     assert await story.approvals() == []
 
 

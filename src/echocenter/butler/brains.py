@@ -59,16 +59,14 @@ class BrainContext:
     agents_online: list[str] = field(default_factory=list)
     pending_approvals: int = 0
     agent_commands: dict[str, list[str]] = field(default_factory=dict)  # registered agents; [] = any
-<<<<<<< HEAD
     summary: str = ""  # a digest of older turns trimmed from history
     notes: tuple[str, ...] = ()  # what the model must be told (a bound was reached)
     tools_allowed: bool = True
-=======
     # Optional: a brain that can stream calls this with the full text so far as it grows (never blocks);
-    # one that cannot ignores it. Images (data: URLs) go to a vision-capable model with the text.
+    # one that cannot ignores it. Images (data: URLs) go to a vision-capable model with the person's
+    # words: with ``text``, or else with the last user turn of ``history`` (inside the loop).
     stream: Callable[[str], None] | None = None
     images: list[str] = field(default_factory=list)
->>>>>>> stream-14
 
 
 class BrainError(Exception):
@@ -216,21 +214,6 @@ def _wire(turn: Turn) -> dict[str, Any]:
     return message
 
 
-def _parse_call(call: Any) -> ToolCall | None:
-    function = getattr(call, "function", None)
-    if function is None or not getattr(call, "id", None):
-        return None
-    try:
-        arguments = json.loads(function.arguments or "{}")
-    except ValueError:
-        arguments = None
-    return ToolCall(
-        id=str(call.id)[:100],
-        name=str(function.name)[:64],
-        arguments=arguments if isinstance(arguments, dict) else None,
-    )
-
-
 class LLMBrain:
     uses_tools = True
 
@@ -254,83 +237,59 @@ class LLMBrain:
         if context.summary:
             system += f"\n{context.summary}"
         messages: list[dict[str, Any]] = [{"role": "system", "content": system}]
-<<<<<<< HEAD
         messages += [_wire(turn) for turn in context.history]
         if context.text:
             messages.append({"role": "user", "content": context.text})
-        messages += [{"role": "system", "content": note} for note in context.notes]
-=======
-        messages += [{"role": role, "content": content} for role, content in context.history]
         if context.images:
-            parts: list[dict[str, Any]] = [{"type": "text", "text": context.text}]
-            parts += [{"type": "image_url", "image_url": {"url": url}} for url in context.images]
-            messages.append({"role": "user", "content": parts})
-        else:
-            messages.append({"role": "user", "content": context.text})
->>>>>>> stream-14
+            _with_images(messages, context.images)
+        messages += [{"role": "system", "content": note} for note in context.notes]
         return messages
 
     async def respond(self, context: BrainContext) -> BrainReply:
-        extra: dict[str, Any] = {} if context.tools_allowed else {"tool_choice": "none"}
         try:
-<<<<<<< HEAD
-            completion = await self._client.chat.completions.create(
-                model=self._model,
-                messages=self._messages(context),  # type: ignore[arg-type]
-                tools=tools_for(context),  # type: ignore[arg-type]
-                **extra,
-            )
-=======
             if context.stream is not None:
                 text, calls = await self._streamed(context, context.stream)
             else:
                 text, calls = await self._whole(context)
->>>>>>> stream-14
         except openai.OpenAIError as exc:
             raise BrainError(f"the language model failed: {type(exc).__name__}") from exc
-        return _reply(text, calls)
+        by_id: dict[str, ToolCall] = {}
+        for parsed in calls:
+            if parsed is not None:
+                by_id.setdefault(parsed.id, parsed)  # an id given twice is one call (ids pair results)
+        unique = tuple(by_id.values())
+        if not text and not unique:
+            raise BrainError("the language model answered with neither text nor a tool call")
+        return BrainReply(inert(text), tool_calls=unique)  # the model repeats what people wrote: no markup
 
-    async def _whole(self, context: BrainContext) -> tuple[str, list[tuple[str, str]]]:
-        completion = await self._client.chat.completions.create(
-            model=self._model,
-            messages=self._messages(context),  # type: ignore[arg-type]
-            tools=[command_tool(context.agent_commands)],  # type: ignore[list-item]
-        )
+    def _request(self, context: BrainContext) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "model": self._model,
+            "messages": self._messages(context),
+            "tools": tools_for(context),
+        }
+        if not context.tools_allowed:
+            request["tool_choice"] = "none"
+        return request
+
+    async def _whole(self, context: BrainContext) -> tuple[str, list[ToolCall | None]]:
+        completion = await self._client.chat.completions.create(**self._request(context))
         if not completion.choices:
             raise BrainError("the language model answered nothing")
         message = completion.choices[0].message
-<<<<<<< HEAD
-        text = message.content or ""
-        by_id: dict[str, ToolCall] = {}
-        for parsed in map(_parse_call, message.tool_calls or []):
-            if parsed is not None:
-                by_id.setdefault(parsed.id, parsed)  # an id given twice is one call (ids pair results)
-        calls = tuple(by_id.values())
-        if not text and not calls:
-            raise BrainError("the language model answered with neither text nor a tool call")
-        return BrainReply(inert(text), tool_calls=calls)  # the model repeats what people wrote: no markup
-=======
-        calls = []
-        for call in message.tool_calls or []:
-            function = getattr(call, "function", None)
-            if function is not None:
-                calls.append((function.name or "", function.arguments or ""))
-        return message.content or "", calls
+        return message.content or "", [
+            _tool_call(call.id, getattr(call, "function", None)) for call in message.tool_calls or []
+        ]
 
     async def _streamed(
         self, context: BrainContext, sink: Callable[[str], None]
-    ) -> tuple[str, list[tuple[str, str]]]:
+    ) -> tuple[str, list[ToolCall | None]]:
         """``stream: true``: text deltas are handed on as they come; tool-call deltas are put together by
-        their index (the name comes once, the arguments in pieces)."""
-        stream = await self._client.chat.completions.create(
-            model=self._model,
-            messages=self._messages(context),  # type: ignore[arg-type]
-            tools=[command_tool(context.agent_commands)],  # type: ignore[list-item]
-            stream=True,
-        )
+        their index (the id and name come once, the arguments in pieces)."""
+        stream = await self._client.chat.completions.create(**self._request(context), stream=True)
         text = ""
-        calls: dict[int, list[str]] = {}
-        async for chunk in stream:  # type: ignore[union-attr]
+        parts: dict[int, list[str]] = {}  # index -> [id, name, arguments]
+        async for chunk in stream:
             if not chunk.choices:
                 continue
             delta = chunk.choices[0].delta
@@ -338,31 +297,45 @@ class LLMBrain:
                 text += delta.content
                 sink(text)
             for call in delta.tool_calls or []:
-                entry = calls.setdefault(call.index, ["", ""])
+                entry = parts.setdefault(call.index, ["", "", ""])
+                entry[0] = entry[0] or (call.id or "")
                 if call.function is not None:
-                    entry[0] += call.function.name or ""
-                    entry[1] += call.function.arguments or ""
-        return text, [(name, arguments) for name, arguments in (calls[i] for i in sorted(calls))]
+                    entry[1] += call.function.name or ""
+                    entry[2] += call.function.arguments or ""
+        return text, [
+            _tool_call(call_id, _Function(name, arguments))
+            for call_id, name, arguments in (parts[i] for i in sorted(parts))
+        ]
 
 
-def _reply(text: str, calls: list[tuple[str, str]]) -> BrainReply:
-    """The model's answer as a BrainReply: its first command_agent call (if any) and its text."""
-    for name, arguments in calls:
-        if name != "command_agent":
-            continue
-        try:
-            args = json.loads(arguments or "{}")
-            request = CommandRequest(str(args["agent"]), str(args["command"]), str(args.get("reason", "")))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise BrainError("the language model asked for a command with unreadable arguments") from exc
-        if not request.agent or not request.command:
-            raise BrainError("the language model asked for a command without agent or command")
-        return BrainReply(
-            inert(text)
-            or f"I need a person's approval to run `{inert(request.command)}` on {inert(request.agent)}.",
-            request,
-        )
-    if not text:
-        raise BrainError("the language model answered with neither text nor a tool call")
-    return BrainReply(inert(text))  # the model repeats what people wrote: no markup from it
->>>>>>> stream-14
+@dataclass(frozen=True, slots=True)
+class _Function:
+    """A streamed call's function, put together from its deltas."""
+
+    name: str
+    arguments: str
+
+
+def _tool_call(call_id: str | None, function: Any) -> ToolCall | None:
+    """A tool call as the loop keeps it; None without an id or a function (its result could not pair)."""
+    if function is None or not call_id:
+        return None
+    try:
+        arguments = json.loads(function.arguments or "{}")
+    except ValueError:
+        arguments = None
+    return ToolCall(
+        id=str(call_id)[:100],
+        name=str(function.name)[:64],
+        arguments=arguments if isinstance(arguments, dict) else None,
+    )
+
+
+def _with_images(messages: list[dict[str, Any]], images: list[str]) -> None:
+    """The images join the last user message as content parts (its text first)."""
+    for message in reversed(messages):
+        if message["role"] == "user":
+            parts: list[dict[str, Any]] = [{"type": "text", "text": message["content"] or ""}]
+            parts += [{"type": "image_url", "image_url": {"url": url}} for url in images]
+            message["content"] = parts
+            return

@@ -22,12 +22,8 @@ from echocenter.approvals.workflow import ApprovalWorkflow
 from echocenter.butler.brains import Brain, BrainContext, BrainError, CommandRequest, Turn
 from echocenter.butler.command_check import problem_with, unknown_agent
 from echocenter.butler.interface import InboundMessage
-<<<<<<< HEAD
 from echocenter.butler.loop import AgentLoop, Spawn
-from echocenter.db.models import Approval, Conversation, ConversationTurn, LogLevel
-=======
 from echocenter.db.models import Approval, Conversation, ConversationTurn, FeishuConnector, LogLevel
->>>>>>> stream-14
 from echocenter.db.types import utcnow
 from echocenter.feishu.attachments import AttachmentReader, Attachments
 from echocenter.feishu.outbound import Outbound
@@ -79,13 +75,10 @@ class ButlerService:
         outbound: Outbound,
         workflow: ApprovalWorkflow,
         hub: AgentHub,
-<<<<<<< HEAD
         spawn: Spawn,
-=======
         streams: CardStreams | None = None,
         reactions: Reactions | None = None,
         attachments: AttachmentReader | None = None,
->>>>>>> stream-14
     ) -> None:
         self._sessions = runtime.sessions
         self._settings = runtime.settings
@@ -108,6 +101,7 @@ class ButlerService:
                 hub=hub,
                 spawn=spawn,
                 owner=self._settings.resolved_instance_id,
+                streams=streams,
             )
             if brain.uses_tools
             else None
@@ -133,13 +127,6 @@ class ButlerService:
         async with self._sessions() as session:
             conversation_id = await _conversation_id(session, message)
             await session.commit()
-<<<<<<< HEAD
-        if self._loop is not None:
-            async with self._locks[conversation_id]:
-                await self._loop.start(conversation_id, message)
-            return
-        await self._respond(conversation_id, message)
-=======
             prefs = (
                 await session.execute(
                     select(FeishuConnector.streaming_replies, FeishuConnector.thinking_reaction).where(
@@ -152,7 +139,16 @@ class ButlerService:
         if self._reactions is not None and emoji:
             reaction = await self._reactions.add(message.connector_id, message.message_id, emoji)
         try:
-            await self._respond(conversation_id, message, streaming=streaming)
+            found = await self._read_attachments(message)
+            if found.problems and not (message.text or found.images or found.texts):
+                await self._say(message, " ".join(found.problems))  # nothing left to think about
+            elif self._loop is not None:
+                if found.problems:  # part of it could not be read: say so, then answer the rest
+                    await self._say(message, " ".join(found.problems), key="unreadable")
+                async with self._locks[conversation_id]:
+                    await self._loop.start(conversation_id, message, attachments=found)
+            else:
+                await self._respond(conversation_id, message, found, streaming=streaming)
         finally:
             if reaction is not None and self._reactions is not None:
                 await self._reactions.remove(message.connector_id, message.message_id, reaction)
@@ -171,7 +167,6 @@ class ButlerService:
                 problems=found.problems,
             )
         return found
->>>>>>> stream-14
 
     async def _history(self, conversation_id: int, before_message_id: str) -> list[Turn]:
         limit = self._settings.butler_history_turns
@@ -202,17 +197,12 @@ class ButlerService:
             )
         return int(count or 0)
 
-<<<<<<< HEAD
-    async def _respond(self, conversation_id: int, message: InboundMessage) -> None:
+    async def _respond(
+        self, conversation_id: int, message: InboundMessage, found: Attachments, *, streaming: bool
+    ) -> None:
+        """The rule brain's answer (and its one command); a tool-using brain answers through the loop."""
         started = time.monotonic()
-=======
-    async def _respond(self, conversation_id: int, message: InboundMessage, *, streaming: bool) -> None:
->>>>>>> stream-14
         async with self._locks[conversation_id]:  # one answer at a time per conversation, in order
-            found = await self._read_attachments(message)
-            if found.problems and not (message.text or found.images or found.texts):
-                await self._say(message, " ".join(found.problems))  # nothing left to think about
-                return
             async with self._sessions() as session:
                 agent_commands = await agents.commands_by_name(session)
             stream: CardStream | None = None
@@ -232,16 +222,12 @@ class ButlerService:
             try:
                 thinking = time.monotonic()
                 reply = await self._brain.respond(context)
-<<<<<<< HEAD
                 metrics.BRAIN_LATENCY.observe(time.monotonic() - thinking)
-            except BrainError as exc:
-=======
             except BaseException as exc:  # the card (if one is showing) stops typing, whatever happened
                 if stream is not None:
                     await stream.abort()
                 if not isinstance(exc, BrainError):
                     raise
->>>>>>> stream-14
                 await record_now(
                     self._sessions,
                     connector_id=message.connector_id,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -57,6 +58,19 @@ APP_CARDKIT_INTERVAL = 60 / 1000
 CARD_TEXT_LIMIT_BYTES = 24 * 1024
 MORE_BELOW = "\n\n…"
 TextSink = Callable[[str], None]
+
+
+def card_key(message_id: str, turn: int) -> str:
+    """What ``streamed_replies`` keys a card by: the message for its first model turn (as before the agent
+    loop), the message and turn for later ones (within the column's 64 characters)."""
+    return message_id if turn == 1 else f"{message_id[:56]}#{turn}"
+
+
+def stream_uuid(message_id: str, turn: int) -> str:
+    """The card message's Feishu uuid (at most 50 characters): one per message and model turn."""
+    if turn == 1:
+        return f"stream-{message_id}"[:50]
+    return "stream-" + hashlib.sha256(f"{message_id}#{turn}".encode()).hexdigest()[:40]
 
 
 class Pace:
@@ -112,9 +126,11 @@ class CardStream:
         first_update_after: float,
         min_interval: float,
         app_pace: Pace,
+        turn: int = 1,
     ) -> None:
         self._streams = streams
         self._message = message
+        self._turn = turn
         self._client = client
         self._first_after = first_update_after
         self._card_pace = Pace(min_interval)
@@ -212,7 +228,7 @@ class CardStream:
         message = self._message
         text = split_for_card(self._text)[0]
         card_id, created, reused = await self._streams.card_for(
-            message, self._client, lambda: self._create(text)
+            message, self._client, lambda: self._create(text), turn=self._turn
         )
         self.card_id = card_id
         self._epoch = created
@@ -223,7 +239,7 @@ class CardStream:
             chat_id=message.chat_id,
             card={"type": "card", "data": {"card_id": card_id}},
             reply_to=message.message_id,
-            uuid=f"stream-{message.message_id}"[:50],
+            uuid=stream_uuid(message.message_id, self._turn),
             in_thread=message.in_thread,
         )
         self.first_shown_at = time.monotonic()
@@ -299,8 +315,9 @@ class CardStreams:
         self._refused: set[int] = set()
         self._app_paces: dict[int, Pace] = {}
 
-    def open(self, message: InboundMessage) -> CardStream | None:
-        """A stream for this answer, or None (no client, or CardKit refused for this connector)."""
+    def open(self, message: InboundMessage, *, turn: int = 1) -> CardStream | None:
+        """A stream for this answer (``turn``: the agent loop's model turn; each has its own card), or None
+        (no client, or CardKit refused for this connector)."""
         if message.connector_id in self._refused:
             return None
         client: OpenApiClient | None = self._clients.openapi(message.connector_id)
@@ -314,6 +331,7 @@ class CardStreams:
             first_update_after=self._first_after,
             min_interval=self._interval,
             app_pace=app_pace,
+            turn=turn,
         )
 
     async def refused(self, connector_id: int, exc: Exception) -> None:
@@ -336,7 +354,7 @@ class CardStreams:
         )
 
     async def card_for(
-        self, message: InboundMessage, client: OpenApiClient, create: Callable[[], Any]
+        self, message: InboundMessage, client: OpenApiClient, create: Callable[[], Any], *, turn: int = 1
     ) -> tuple[str, float, bool]:
         """The card entity of this message's answer: the one a first attempt made, or a new one (kept
         before it is sent). Returns it with its creation time (epoch seconds) and whether it is reused."""
@@ -344,7 +362,7 @@ class CardStreams:
             row = await session.scalar(
                 select(StreamedReply).where(
                     StreamedReply.connector_id == message.connector_id,
-                    StreamedReply.message_id == message.message_id,
+                    StreamedReply.message_id == card_key(message.message_id, turn),
                 )
             )
             if row is not None:
@@ -357,7 +375,7 @@ class CardStreams:
                 dialect_insert(StreamedReply)
                 .values(
                     connector_id=message.connector_id,
-                    message_id=message.message_id,
+                    message_id=card_key(message.message_id, turn),
                     card_id=card_id,
                     created_at=now,
                 )

@@ -2,7 +2,7 @@
 the card entity each streamed reply uses (so a re-drive finds it instead of posting a second card).
 
 Revision ID: 0014
-Revises: 0008
+Revises: 0011
 Create Date: 2026-11-29
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0014"
-down_revision: str | None = "0008"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
