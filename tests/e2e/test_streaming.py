@@ -412,3 +412,39 @@ async def test_an_answer_longer_than_a_card_holds_continues_as_text(live: Live) 
     assert shown.removesuffix("\n\n…").rstrip("\n").split("\n")[-1] in lines  # cut at a line end
     last_on_card = shown.removesuffix("\n\n…").split("\n")[-1]
     assert rest.startswith(lines[lines.index(last_on_card) + 1])  # nothing lost, nothing twice
+
+
+async def test_each_model_turn_of_the_agent_loop_streams_into_a_card_of_its_own(live: Live) -> None:
+    # The agent loop (issue 16) asks the model again once the approval is decided: that turn's words get a
+    # card of their own, never written over the first turn's card.
+    story, fake = live
+    await register_agent(story.api, "demo-agent")
+    asking = tool_answer("demo-agent", "df -h", "disk check")
+    asking["content"] = LONG
+    after = LONG + " (after the decision)"
+    fake.answers += [asking, text_answer(after)]
+    message_id = await story.say("check the disks on demo-agent")
+    first = await streamed_card(story, message_id)
+    [approval] = await eventually(story.approvals)
+    decided = await story.api.post(
+        f"/api/approvals/{approval['id']}/decision", json={"decision": "reject", "reason": "not now"}
+    )
+    assert decided.status_code == 200, decided.text
+
+    async def two_closed_cards() -> list[dict[str, Any]] | None:
+        cards = [
+            m
+            for m in await story.bot_messages()
+            if m["parent_id"] == message_id and m.get("card") and not m["card"]["streaming_mode"]
+        ]
+        return cards if len(cards) == 2 else None
+
+    cards = await eventually(two_closed_cards, timeout=20)
+    shown = {m["message_id"]: m["card"]["card"]["body"]["elements"][0]["content"] for m in cards}
+    assert shown[first["message_id"]] == inert_markdown(LONG)
+    [second] = [m for m in cards if m["message_id"] != first["message_id"]]
+    assert shown[second["message_id"]] == inert_markdown(after)
+    assert second["card"]["card_id"] != first["card"]["card_id"] and len(story.emu.world.cards) == 2
+    assert fake.requests[1]["body"]["stream"] is True
+    [tool_turn] = [m for m in fake.messages(1) if m["role"] == "tool"]
+    assert tool_turn["content"].startswith("rejected by admin:admin: not now")
