@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -37,6 +38,17 @@ async def wait_http(url: str, timeout: float = 30) -> None:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.1)
+
+
+async def poll(probe: Any, timeout: float = 30) -> Any:
+    """``probe()`` until it returns something truthy; TimeoutError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await probe()
+        if value:
+            return value
+        await asyncio.sleep(0.02)
+    raise TimeoutError("benchmark step did not complete")
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -84,9 +96,12 @@ class Services:
 
 
 @asynccontextmanager
-async def services(*, noop_butler: bool = False, quotas: bool = False) -> AsyncIterator[Services]:
+async def services(
+    *, noop_butler: bool = False, quotas: bool = False, env_extra: dict[str, str] | None = None
+) -> AsyncIterator[Services]:
     """The emulator and EchoCenter, each in its own process. ``quotas``: the emulator enforces Feishu's send
-    quotas and EchoCenter paces itself (its defaults); otherwise both are off (the service alone)."""
+    quotas and EchoCenter paces itself (its defaults); otherwise both are off (the service alone).
+    ``env_extra`` adds settings (e.g. an LLM brain)."""
     python = sys.executable
     emu_port, svc_port = free_port(), free_port()
     emulator_url, service_url = f"http://127.0.0.1:{emu_port}", f"http://127.0.0.1:{svc_port}"
@@ -105,6 +120,7 @@ async def services(*, noop_butler: bool = False, quotas: bool = False) -> AsyncI
             "INITIAL_ADMIN_PASS": password,
             "LOG_LEVEL": "WARNING",
             **({} if quotas else NO_PACING),
+            **(env_extra or {}),
         }
         try:
             processes.append(
@@ -155,10 +171,14 @@ async def add_connector(api: httpx.AsyncClient, app_id: str, app_secret: str, **
 
 @asynccontextmanager
 async def stack(
-    *, noop_butler: bool = False, quotas: bool = False, **connector: object
+    *,
+    noop_butler: bool = False,
+    quotas: bool = False,
+    env_extra: dict[str, str] | None = None,
+    **connector: object,
 ) -> AsyncIterator[Stack]:
     """Emulator and EchoCenter with one connector; ``noop_butler`` measures the ingress without the Butler's
     replies."""
-    async with services(noop_butler=noop_butler, quotas=quotas) as s:
+    async with services(noop_butler=noop_butler, quotas=quotas, env_extra=env_extra) as s:
         cid = await add_connector(s.api, *EMULATOR_APP, **connector)
         yield Stack(s.emulator_url, s.service_url, s.emu, s.api, s.service_pid, cid, s.processes)

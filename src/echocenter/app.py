@@ -41,12 +41,15 @@ from echocenter.db.engine import make_engine, make_sessionmaker
 from echocenter.db.migrate import upgrade_to_head
 from echocenter.errors import install_error_handlers
 from echocenter.feishu import webhook
+from echocenter.feishu.attachments import AttachmentReader
 from echocenter.feishu.bridge import FeishuBridge
 from echocenter.feishu.callback_guard import forget_sightings
 from echocenter.feishu.contacts import ContactDirectory
 from echocenter.feishu.inbound import prune_seen_messages
 from echocenter.feishu.outbound import Outbound
 from echocenter.feishu.outbox import Outbox, PacingLimits, prune_outbox
+from echocenter.feishu.reactions import Reactions
+from echocenter.feishu.streaming import CardStreams
 from echocenter.filemodes import make_private, secure_sqlite_files, write_private
 from echocenter.integration_logs import service as logs
 from echocenter.logging_setup import log_event
@@ -118,8 +121,12 @@ async def _ensure_first_admin(runtime: Runtime) -> None:
         log_event(log, "initial_admin_created", username="admin", password_file=str(path))
 
 
+def llm_configured(settings: Settings) -> bool:
+    return bool(settings.butler_base_url and settings.butler_api_token and settings.butler_model)
+
+
 def make_brain(settings: Settings) -> Brain:
-    if settings.butler_base_url and settings.butler_api_token and settings.butler_model:
+    if llm_configured(settings):
         return LLMBrain(
             base_url=settings.butler_base_url,
             api_token=settings.butler_api_token,
@@ -128,6 +135,27 @@ def make_brain(settings: Settings) -> Brain:
             max_retries=settings.butler_max_retries,
         )
     return RuleBrain()
+
+
+def live_parts(settings: Settings, sessions: Any, bridge: FeishuBridge, outbound: Outbound) -> dict[str, Any]:
+    """Streaming cards, the thinking reaction and attachment reading for the Butler (issue 14)."""
+    return {
+        "streams": CardStreams(
+            sessions,
+            bridge,
+            outbound,
+            first_update_after=settings.streaming_first_update_seconds,
+            min_interval=settings.streaming_min_interval_seconds,
+        ),
+        "reactions": Reactions(bridge),
+        "attachments": AttachmentReader(
+            bridge,
+            # only a model sees: the rule brain says it cannot, whatever BUTLER_VISION says
+            vision=settings.butler_vision and llm_configured(settings),
+            image_max_bytes=settings.butler_image_max_bytes,
+            file_max_bytes=settings.butler_file_max_bytes,
+        ),
+    }
 
 
 def create_app(settings: Settings | None = None, *, butler: Butler | None = None) -> FastAPI:
@@ -194,6 +222,7 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
                 workflow=workflow,
                 hub=agents,
                 spawn=tasks.start,
+                **live_parts(settings, runtime.sessions, bridge, outbound),
             )
             tasks.start("butler-loops", _every(settings.inbox_sweep_seconds, bridge.butler.sweep_loops))
         app.state.bridge, app.state.agents, app.state.workflow = bridge, agents, workflow

@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     butler_history_tokens: int = Field(default=4000, ge=200)
     butler_max_retries: int = Field(default=2, ge=0, le=10)
     butler_loop_lease_seconds: float = Field(default=120.0, gt=0)
+    # Streaming replies, images and files (issue 14).
+    butler_vision: bool = False  # the model takes image inputs: images people send go to it
+    butler_image_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
+    butler_file_max_bytes: int = Field(default=64 * 1024, ge=1)  # text files up to this go to the model
+    streaming_first_update_seconds: float = Field(default=0.3, ge=0)  # shorter answers stay plain text
+    streaming_min_interval_seconds: float = Field(default=0.15, gt=0)  # < 7 CardKit calls/s a card
 
     approval_ttl: int = Field(default=600, ge=5, description="seconds a command waits for a decision")
     approval_sweep_seconds: float = Field(default=5.0, gt=0)

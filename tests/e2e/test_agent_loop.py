@@ -44,6 +44,8 @@ async def served_llm(
 async def first_start(settings: Settings, emu: RunningEmulator) -> AsyncIterator[Story]:
     """EchoCenter started on a fresh database: a connector, and the demo agent online (uptime, whoami)."""
     async with serve_echocenter(settings, None) as server:
+        # One person asks and approves in these stories (four-eyes has its own tests in
+        # test_approval_policy.py), as in test_butler.py's story.
         connector_id = await create_verified_connector(
             server, approvers=["ou_alice"], rate_limit_per_minute=1000, allow_self_approval=True
         )

@@ -50,7 +50,8 @@ async def test_each_request_is_continued_by_exactly_one_instance(
 
 
 async def _run(cluster: Cluster, fake: FakeOpenAI) -> None:
-    connector_id = await cluster.create_connector(cluster[0])
+    # ou_alice asks and clicks: this test is about the fleet, four-eyes has its own tests.
+    connector_id = await cluster.create_connector(cluster[0], allow_self_approval=True)
     await cluster.wait_connected_everywhere(connector_id)
     registered = await cluster[0].api.post("/api/agents", json={"name": "worker"})
     assert registered.status_code == 201, registered.text

@@ -37,7 +37,7 @@ class CardDelivery:
         async with self._sessions() as session:
             await copies.add(session, approval_id=approval.id, message_id=message_id, audience=audience)
 
-    async def to_chat(self, approval: Approval, *, reply_to: str | None) -> str:
+    async def to_chat(self, approval: Approval, *, reply_to: str | None, in_thread: bool = False) -> str:
         """Raises OutboundError (logged as ws_outbound by Outbound)."""
         assert approval.connector_id is not None
         card_id = await self._outbound.send_card(
@@ -46,6 +46,7 @@ class CardDelivery:
             card=await self.card(approval),
             reply_to=reply_to,
             uuid=f"approval-card-{approval.request_id}"[:50],
+            in_thread=in_thread,  # asked in a thread: the card goes to that thread
         )
         await self._remember(approval, card_id, f"chat:{approval.chat_id}")
         return card_id
@@ -70,13 +71,18 @@ class CardDelivery:
         return card_id
 
     async def first_delivery(
-        self, approval: Approval, connector: FeishuConnector | None, *, reply_to: str | None
+        self,
+        approval: Approval,
+        connector: FeishuConnector | None,
+        *,
+        reply_to: str | None,
+        in_thread: bool = False,
     ) -> list[str]:
         """The card where the connector says (chat, approvers' DMs, both); the ids of what was sent."""
         mode = delivery_of(connector)
         sent: list[str] = []
         if mode in ("chat", "both"):
-            sent.append(await self.to_chat(approval, reply_to=reply_to))
+            sent.append(await self.to_chat(approval, reply_to=reply_to, in_thread=in_thread))
         if mode in ("approvers", "both") and connector is not None:
             for person in approvers_for(connector, approval):
                 card_id = await self.to_person(approval, person, purpose="ask")

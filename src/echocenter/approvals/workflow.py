@@ -169,7 +169,9 @@ class ApprovalWorkflow:
                 approvals_required=approval.approvals_required,
             )
         try:
-            sent = await self._cards.first_delivery(approval, connector, reply_to=message.message_id)
+            sent = await self._cards.first_delivery(
+                approval, connector, reply_to=message.message_id, in_thread=message.in_thread
+            )
         except OutboundError as exc:
             await self._log(approval, LogAction.WS_AUTH_CARD, LogLevel.ERROR, ok=False, error=str(exc))
             return approval

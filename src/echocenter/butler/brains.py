@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -59,6 +60,11 @@ class BrainContext:
     summary: str = ""  # a digest of older turns trimmed from history
     notes: tuple[str, ...] = ()  # what the model must be told (a bound was reached)
     tools_allowed: bool = True
+    # Optional: a brain that can stream calls this with the full text so far as it grows (never blocks);
+    # one that cannot ignores it. Images (data: URLs) go to a vision-capable model with the person's
+    # words: with ``text``, or else with the last user turn of ``history`` (inside the loop).
+    stream: Callable[[str], None] | None = None
+    images: list[str] = field(default_factory=list)
 
 
 class BrainError(Exception):
@@ -206,21 +212,6 @@ def _wire(turn: Turn) -> dict[str, Any]:
     return message
 
 
-def _parse_call(call: Any) -> ToolCall | None:
-    function = getattr(call, "function", None)
-    if function is None or not getattr(call, "id", None):
-        return None
-    try:
-        arguments = json.loads(function.arguments or "{}")
-    except ValueError:
-        arguments = None
-    return ToolCall(
-        id=str(call.id)[:100],
-        name=str(function.name)[:64],
-        arguments=arguments if isinstance(arguments, dict) else None,
-    )
-
-
 class LLMBrain:
     uses_tools = True
 
@@ -250,29 +241,102 @@ class LLMBrain:
         messages += [_wire(turn) for turn in context.history]
         if context.text:
             messages.append({"role": "user", "content": context.text})
+        if context.images:
+            _with_images(messages, context.images)
         messages += [{"role": "system", "content": note} for note in context.notes]
         return messages
 
     async def respond(self, context: BrainContext) -> BrainReply:
-        extra: dict[str, Any] = {} if context.tools_allowed else {"tool_choice": "none"}
         try:
-            completion = await self._client.chat.completions.create(
-                model=self._model,
-                messages=self._messages(context),  # type: ignore[arg-type]
-                tools=tools_for(context),  # type: ignore[arg-type]
-                **extra,
-            )
+            if context.stream is not None:
+                text, calls = await self._streamed(context, context.stream)
+            else:
+                text, calls = await self._whole(context)
         except self._openai_error as exc:
             raise BrainError(f"the language model failed: {type(exc).__name__}") from exc
+        by_id: dict[str, ToolCall] = {}
+        for parsed in calls:
+            if parsed is not None:
+                by_id.setdefault(parsed.id, parsed)  # an id given twice is one call (ids pair results)
+        unique = tuple(by_id.values())
+        if not text and not unique:
+            raise BrainError("the language model answered with neither text nor a tool call")
+        return BrainReply(inert(text), tool_calls=unique)  # the model repeats what people wrote: no markup
+
+    def _request(self, context: BrainContext) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "model": self._model,
+            "messages": self._messages(context),
+            "tools": tools_for(context),
+        }
+        if not context.tools_allowed:
+            request["tool_choice"] = "none"
+        return request
+
+    async def _whole(self, context: BrainContext) -> tuple[str, list[ToolCall | None]]:
+        completion = await self._client.chat.completions.create(**self._request(context))
         if not completion.choices:
             raise BrainError("the language model answered nothing")
         message = completion.choices[0].message
-        text = message.content or ""
-        by_id: dict[str, ToolCall] = {}
-        for parsed in map(_parse_call, message.tool_calls or []):
-            if parsed is not None:
-                by_id.setdefault(parsed.id, parsed)  # an id given twice is one call (ids pair results)
-        calls = tuple(by_id.values())
-        if not text and not calls:
-            raise BrainError("the language model answered with neither text nor a tool call")
-        return BrainReply(inert(text), tool_calls=calls)  # the model repeats what people wrote: no markup
+        return message.content or "", [
+            _tool_call(call.id, getattr(call, "function", None)) for call in message.tool_calls or []
+        ]
+
+    async def _streamed(
+        self, context: BrainContext, sink: Callable[[str], None]
+    ) -> tuple[str, list[ToolCall | None]]:
+        """``stream: true``: text deltas are handed on as they come; tool-call deltas are put together by
+        their index (the id and name come once, the arguments in pieces)."""
+        stream = await self._client.chat.completions.create(**self._request(context), stream=True)
+        text = ""
+        parts: dict[int, list[str]] = {}  # index -> [id, name, arguments]
+        async for chunk in stream:
+            if not chunk.choices:
+                continue
+            delta = chunk.choices[0].delta
+            if delta.content:
+                text += delta.content
+                sink(text)
+            for call in delta.tool_calls or []:
+                entry = parts.setdefault(call.index, ["", "", ""])
+                entry[0] = entry[0] or (call.id or "")
+                if call.function is not None:
+                    entry[1] += call.function.name or ""
+                    entry[2] += call.function.arguments or ""
+        return text, [
+            _tool_call(call_id, _Function(name, arguments))
+            for call_id, name, arguments in (parts[i] for i in sorted(parts))
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class _Function:
+    """A streamed call's function, put together from its deltas."""
+
+    name: str
+    arguments: str
+
+
+def _tool_call(call_id: str | None, function: Any) -> ToolCall | None:
+    """A tool call as the loop keeps it; None without an id or a function (its result could not pair)."""
+    if function is None or not call_id:
+        return None
+    try:
+        arguments = json.loads(function.arguments or "{}")
+    except ValueError:
+        arguments = None
+    return ToolCall(
+        id=str(call_id)[:100],
+        name=str(function.name)[:64],
+        arguments=arguments if isinstance(arguments, dict) else None,
+    )
+
+
+def _with_images(messages: list[dict[str, Any]], images: list[str]) -> None:
+    """The images join the last user message as content parts (its text first)."""
+    for message in reversed(messages):
+        if message["role"] == "user":
+            parts: list[dict[str, Any]] = [{"type": "text", "text": message["content"] or ""}]
+            parts += [{"type": "image_url", "image_url": {"url": url}} for url in images]
+            message["content"] = parts
+            return

@@ -24,7 +24,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any
@@ -43,9 +43,18 @@ from echocenter.butler.brains import Brain, BrainContext, BrainError, BrainReply
 from echocenter.butler.command_check import problem_with, unknown_agent
 from echocenter.butler.interface import InboundMessage
 from echocenter.butler.memory import fit
-from echocenter.db.models import Approval, ButlerLoop, ButlerToolCall, ConversationTurn, LogLevel
+from echocenter.db.models import (
+    Approval,
+    ButlerLoop,
+    ButlerToolCall,
+    ConversationTurn,
+    FeishuConnector,
+    LogLevel,
+)
 from echocenter.db.types import utcnow
+from echocenter.feishu.attachments import Attachments
 from echocenter.feishu.outbound import Outbound
+from echocenter.feishu.streaming import CardStream, CardStreams
 from echocenter.feishu.untrusted import inert
 from echocenter.integration_logs.service import LogAction, record_now
 from echocenter.runtime import Runtime
@@ -131,6 +140,7 @@ class AgentLoop:
         hub: AgentHub,
         spawn: Spawn,
         owner: str,
+        streams: CardStreams | None = None,
     ) -> None:
         self._sessions = runtime.sessions
         self._settings = runtime.settings
@@ -140,6 +150,7 @@ class AgentLoop:
         self._hub = hub
         self._spawn = spawn
         self._owner = owner[:64]
+        self._streams = streams
         workflow.on_finished = self.approval_finished
 
     @property
@@ -147,8 +158,11 @@ class AgentLoop:
         return timedelta(seconds=self._settings.butler_loop_lease_seconds)
 
     # --- taking a loop ------------------------------------------------------------------------------
-    async def start(self, conversation_id: int, message: InboundMessage) -> None:
-        """The request behind a new message: created once (a re-driven message finds it) and driven here."""
+    async def start(
+        self, conversation_id: int, message: InboundMessage, *, attachments: Attachments | None = None
+    ) -> None:
+        """The request behind a new message: created once (a re-driven message finds it) and driven here.
+        ``attachments`` (images, files' text) go to the model with the message on the first model call."""
         now = utcnow()
         async with self._sessions() as session:
             created = await session.execute(
@@ -177,7 +191,7 @@ class AgentLoop:
             await session.commit()
         assert loop_id is not None
         if getattr(created, "rowcount", 0) or await self._claim(loop_id):
-            await self._drive(loop_id)
+            await self._drive(loop_id, attachments)
 
     async def _claim(self, loop_id: int) -> bool:
         """Take a loop that waits (its approvals may have finished) or whose holder's lease ran out."""
@@ -283,7 +297,7 @@ class AgentLoop:
         async with self._sessions() as session:
             return await session.get(ButlerLoop, loop_id, populate_existing=True)
 
-    async def _drive(self, loop_id: int) -> None:
+    async def _drive(self, loop_id: int, attachments: Attachments | None = None) -> None:
         """Work while this instance holds the loop: settle calls, ask the model, until it waits or ends."""
         while True:
             if not await self._renew(loop_id):
@@ -297,8 +311,9 @@ class AgentLoop:
                 if await self._move(loop_id, LoopStatus.WAITING) and await self._ready(loop_id):
                     await self.resume(loop_id)  # an approval finished while this one was moving to wait
                 return
-            if not await self._think(loop, message):
+            if not await self._think(loop, message, attachments):
                 return
+            attachments = None  # handed over with the first model call
 
     async def _ready(self, loop_id: int) -> bool:
         """No open call waits for a person any more."""
@@ -470,7 +485,9 @@ class AgentLoop:
             await session.commit()
 
     # --- the model ----------------------------------------------------------------------------------
-    async def _context(self, loop: ButlerLoop, message: InboundMessage) -> BrainContext:
+    async def _context(
+        self, loop: ButlerLoop, message: InboundMessage, attachments: Attachments | None
+    ) -> BrainContext:
         async with self._sessions() as session:
             rows = list(
                 await session.scalars(
@@ -483,6 +500,10 @@ class AgentLoop:
             agent_commands = await agents.commands_by_name(session)
         rows.reverse()
         rows = _as_of_request(rows, loop)
+        images: list[str] = []
+        if attachments is not None and loop.model_turns == 0:
+            images = attachments.images
+            rows = [_with_files(r, loop, message, attachments) for r in rows]
         history, summary = fit([_turn(r) for r in rows], budget_tokens=self._settings.butler_history_tokens)
         notes: list[str] = []
         max_steps = self._settings.butler_max_steps
@@ -504,14 +525,25 @@ class AgentLoop:
             summary=summary,
             notes=tuple(notes),
             tools_allowed=not notes,
+            images=images,
         )
 
-    async def _think(self, loop: ButlerLoop, message: InboundMessage) -> bool:
+    async def _think(
+        self, loop: ButlerLoop, message: InboundMessage, attachments: Attachments | None = None
+    ) -> bool:
         """One model turn. True: it asked for tools (drive on); False: the request is answered."""
-        context = await self._context(loop, message)
+        turn = loop.model_turns + 1
+        stream = await self._stream(message, turn)
+        context = await self._context(loop, message, attachments)
+        if stream is not None:
+            context = replace(context, stream=stream.push)
         try:
             reply = await self._brain.respond(context)
-        except BrainError as exc:
+        except BaseException as exc:  # the card (if one is showing) stops typing, whatever happened
+            if stream is not None:
+                await stream.abort()
+            if not isinstance(exc, BrainError):
+                raise
             await record_now(
                 self._sessions,
                 connector_id=message.connector_id,
@@ -519,23 +551,41 @@ class AgentLoop:
                 level=LogLevel.ERROR,
                 error=str(exc),
                 message_id=message.message_id,
-                step=loop.model_turns + 1,
+                step=turn,
             )
             await self._give_up(loop, message, APOLOGY)
             return False
-        turn = loop.model_turns + 1
+        # The stream ends before anything else is said: the approval cards of its calls follow the card.
+        on_card = stream is not None and await stream.finish()
         if reply.tool_calls and context.tools_allowed:
             await self._add_calls(loop, turn, reply)
-            if reply.text:
-                await self._say(message, turn, reply.text)
+            await self._say_turn(message, turn, reply.text, stream if on_card else None)
             return True
         text = reply.text
         if not text:  # it asked for tools past a bound and said nothing: say why it stops
             text = "I stopped here: " + (context.notes[0].split(". ")[0] if context.notes else "no answer")
-        await self._say(message, turn, text)
+            on_card = False
+        await self._say_turn(message, turn, text, stream if on_card else None)
         await self._add_turn(loop, f"answer:{loop.id}", text, None)
         await self._move(loop.id, LoopStatus.DONE, model_turns=turn)
         return False
+
+    async def _stream(self, message: InboundMessage, turn: int) -> CardStream | None:
+        """A card for this model turn's words when the connector streams replies (``streaming_replies``)."""
+        if self._streams is None:
+            return None
+        async with self._sessions() as session:
+            streaming = await session.scalar(
+                select(FeishuConnector.streaming_replies).where(FeishuConnector.id == message.connector_id)
+            )
+        return self._streams.open(message, turn=turn) if streaming else None
+
+    async def _say_turn(self, message: InboundMessage, turn: int, text: str, card: CardStream | None) -> None:
+        """A model turn's words: on its card already (only what did not fit follows as text), or as text."""
+        if card is not None:
+            text = card.overflow
+        if text:
+            await self._say(message, turn, text)
 
     async def _add_calls(self, loop: ButlerLoop, turn: int, reply: BrainReply) -> None:
         """The model's turn and its calls, in one transaction; calls past the step bound are answered at once
@@ -626,6 +676,7 @@ class AgentLoop:
             text=inert(text),
             reply_to=message.message_id,
             uuid=reply_uuid(message.message_id, model_turn),
+            in_thread=message.in_thread,
         )
 
     async def _give_up(self, loop: ButlerLoop, message: InboundMessage, text: str) -> None:
@@ -637,3 +688,16 @@ class AgentLoop:
             return  # left RUNNING: when the lease runs out the sweep tries again
         await self._add_turn(loop, f"answer:{loop.id}", text, None)
         await self._move(loop.id, LoopStatus.DONE)
+
+
+def _with_files(
+    row: ConversationTurn, loop: ButlerLoop, message: InboundMessage, attachments: Attachments
+) -> ConversationTurn:
+    """The request's own message as the model reads it on its first call: with its files' text (an image
+    alone gets a placeholder, the image itself goes alongside)."""
+    if row.turn_key != f"user:{loop.source_message_id}" or not (attachments.texts or attachments.images):
+        return row
+    text = "\n\n".join([message.text, *attachments.texts]).strip() or "(an image)"
+    return ConversationTurn(
+        id=row.id, role=row.role, content=text, turn_key=row.turn_key, tool_call_id=row.tool_call_id
+    )

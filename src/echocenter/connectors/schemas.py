@@ -74,6 +74,15 @@ class ConnectorSettings(BaseModel):
     approval_delivery: Literal["chat", "approvers", "both"] = Field(
         default="chat", description="chat: the asking chat; approvers: a DM to each; both"
     )
+    streaming_replies: StrictBool = Field(
+        default=True, description="LLM answers grow in a CardKit card; off: one text reply"
+    )
+    thinking_reaction: StrictStr = Field(
+        default="OnIt",
+        max_length=32,
+        pattern=r"^[A-Za-z0-9_]*$",
+        description="emoji_type put on a message while the Butler thinks; empty: none",
+    )
 
 
 class EnableRequest(BaseModel):
@@ -114,6 +123,8 @@ class ConnectorOut(BaseModel):
     approvals_required: int
     escalation_approvers: list[str]
     approval_delivery: str
+    streaming_replies: bool
+    thinking_reaction: str
     enabled: bool
     status: ConnectorStatus  # the best state across live instances
     status_summary: str  # e.g. "connected on 3 of 3 instances"

@@ -51,6 +51,8 @@ def to_out(connector: FeishuConnector, view: StatusView) -> ConnectorOut:
         approvals_required=connector.approvals_required,
         escalation_approvers=list(connector.escalation_approvers),
         approval_delivery=connector.approval_delivery,
+        streaming_replies=connector.streaming_replies,
+        thinking_reaction=connector.thinking_reaction,
         enabled=connector.enabled,
         status=combined.status,
         status_summary=combined.summary,

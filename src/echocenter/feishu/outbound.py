@@ -89,6 +89,7 @@ class Outbound:
         reply_to: str | None = None,
         uuid: str | None = None,
         wait_seconds: float | None = None,
+        in_thread: bool = False,
     ) -> list[str]:
         """Send (or reply with) text, split under Feishu's limit. Returns the message ids.
 
@@ -105,6 +106,7 @@ class Outbound:
                     chat_id=chat_id,
                     target_message_id=reply_to or "",
                     msg_type="text",
+                    in_thread=in_thread,
                 )
                 for i, chunk in enumerate(split_text(text))
             ],
@@ -120,6 +122,7 @@ class Outbound:
         reply_to: str | None = None,
         uuid: str | None = None,
         receive_id_type: str = "chat_id",
+        in_thread: bool = False,
     ) -> str:
         """``chat_id`` names the receiver: a chat, or with ``receive_id_type="open_id"`` a person (a DM)."""
         (message_id,) = await self._send(
@@ -134,6 +137,7 @@ class Outbound:
                     target_message_id=reply_to or "",
                     msg_type="interactive",
                     receive_id_type=receive_id_type,
+                    in_thread=in_thread,
                 )
             ]
         )

@@ -67,6 +67,7 @@ class NewRow:
     target_message_id: str = ""  # reply_to, or the card to PATCH
     msg_type: str = ""
     receive_id_type: str = "chat_id"  # chat_id names a chat; open_id a person (a DM)
+    in_thread: bool = False  # a reply to a message in a thread stays in that thread
 
 
 class OutboxFailed(Exception):
@@ -146,6 +147,7 @@ class Outbox:
                         target_message_id=row.target_message_id,
                         msg_type=row.msg_type,
                         receive_id_type=row.receive_id_type,
+                        reply_in_thread=row.in_thread,
                         content=row.content,
                         uuid=row.uuid,
                         status=OutboxStatus.PENDING.value,
@@ -374,8 +376,10 @@ class Outbox:
                 json={"content": row.content},
                 attempts=1,
             )
-        body = {"msg_type": row.msg_type, "content": row.content, "uuid": row.uuid}
+        body: dict[str, Any] = {"msg_type": row.msg_type, "content": row.content, "uuid": row.uuid}
         if row.target_message_id:
+            if row.reply_in_thread:
+                body["reply_in_thread"] = True
             return await client.call(
                 "POST", f"/open-apis/im/v1/messages/{row.target_message_id}/reply", json=body, attempts=1
             )

@@ -47,6 +47,8 @@ class LogAction(StrEnum):
     INBOX_FAILED = "inbox_failed"  # given up on after too many attempts (the reason is in the row)
     CONTACT_LOOKUP_REFUSED = "contact_lookup_refused"  # approvals-12: names fall back to open_ids
     APPROVAL_REMINDER = "approval_reminder"  # approvals-12: reminder DMs and escalation
+    STREAMING_FALLBACK = "streaming_fallback"  # CardKit refused: this connector's replies go as text
+    ATTACHMENT_REFUSED = "attachment_refused"  # an image or file the Butler could not read
 
 
 # The audit trail: who changed a connector and who decided what. Retention caps these separately from the

@@ -7,7 +7,7 @@ const TOKEN_KEY = "echocenter.token";
 const SECRET_FIELDS = ["app_secret", "verification_token", "encrypt_key"];
 const LIST_FIELDS = ["allowed_chat_ids", "user_whitelist", "approvers", "escalation_approvers"];
 const BOOL_FIELDS = ["allow_dm", "allow_group_mention", "mention_required", "ignore_bot_messages", "callback_enabled",
-  "allow_self_approval"];
+  "allow_self_approval", "streaming_replies"];
 const OFF_BY_DEFAULT = ["callback_enabled", "allow_self_approval"];
 const LOG_ACTIONS = ["create_connector", "update_connector", "delete_connector", "verify_callback",
   "enable_connector", "disable_connector", "ws_connecting", "ws_connected", "ws_disconnected", "ws_client_error",
@@ -161,6 +161,7 @@ function fillForm(c) {
   form.connector_name.value = c ? c.connector_name : "Feishu";
   form.app_id.value = c ? c.app_id || "" : "";
   form.prefix_command.value = c ? c.prefix_command : "";
+  form.thinking_reaction.value = c ? c.thinking_reaction : "OnIt";
   form.rate_limit_per_minute.value = c ? c.rate_limit_per_minute : 30;
   form.approvals_required.value = c ? c.approvals_required : 1;
   form.approval_delivery.value = c ? c.approval_delivery : "chat";
@@ -236,6 +237,7 @@ function formBody() {
     connector_name: form.connector_name.value.trim(),
     app_id: form.app_id.value.trim(),
     prefix_command: form.prefix_command.value.trim(),
+    thinking_reaction: form.thinking_reaction.value.trim(),
     rate_limit_per_minute: form.rate_limit_per_minute.value === "" ? null : Number(form.rate_limit_per_minute.value),
     approvals_required: form.approvals_required.value === "" ? null : Number(form.approvals_required.value),
     approval_delivery: form.approval_delivery.value,

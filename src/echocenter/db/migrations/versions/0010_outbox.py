@@ -36,6 +36,7 @@ def upgrade() -> None:
         sa.Column("target_message_id", sa.String(128), nullable=False),
         sa.Column("msg_type", sa.String(16), nullable=False),
         sa.Column("receive_id_type", sa.String(16), nullable=False, server_default="chat_id"),
+        sa.Column("reply_in_thread", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Column("content", sa.Text, nullable=False),
         sa.Column("uuid", sa.String(50), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
