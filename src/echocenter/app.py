@@ -34,10 +34,13 @@ from echocenter.db.engine import make_engine, make_sessionmaker
 from echocenter.db.migrate import upgrade_to_head
 from echocenter.errors import install_error_handlers
 from echocenter.feishu import webhook
+from echocenter.feishu.attachments import AttachmentReader
 from echocenter.feishu.bridge import FeishuBridge
 from echocenter.feishu.callback_guard import forget_sightings
 from echocenter.feishu.inbound import prune_seen_messages
 from echocenter.feishu.outbound import Outbound
+from echocenter.feishu.reactions import Reactions
+from echocenter.feishu.streaming import CardStreams
 from echocenter.filemodes import make_private, secure_sqlite_files, write_private
 from echocenter.integration_logs import service as logs
 from echocenter.logging_setup import log_event
@@ -120,6 +123,26 @@ def make_brain(settings: Settings) -> Brain:
     return RuleBrain()
 
 
+def live_parts(settings: Settings, sessions: Any, bridge: FeishuBridge, outbound: Outbound) -> dict[str, Any]:
+    """Streaming cards, the thinking reaction and attachment reading for the Butler (issue 14)."""
+    return {
+        "streams": CardStreams(
+            sessions,
+            bridge,
+            outbound,
+            first_update_after=settings.streaming_first_update_seconds,
+            min_interval=settings.streaming_min_interval_seconds,
+        ),
+        "reactions": Reactions(bridge),
+        "attachments": AttachmentReader(
+            bridge,
+            vision=settings.butler_vision,
+            image_max_bytes=settings.butler_image_max_bytes,
+            file_max_bytes=settings.butler_file_max_bytes,
+        ),
+    }
+
+
 def create_app(settings: Settings | None = None, *, butler: Butler | None = None) -> FastAPI:
     """The service. ``butler`` replaces the Butler service (tests of the ingress pass a recording one)."""
     settings = settings or Settings()
@@ -166,6 +189,7 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
                 outbound=outbound,
                 workflow=workflow,
                 hub=agents,
+                **live_parts(settings, runtime.sessions, bridge, outbound),
             )
         app.state.bridge, app.state.agents, app.state.workflow = bridge, agents, workflow
         app.state.outbound = outbound

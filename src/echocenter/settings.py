@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     butler_model: str = ""
     butler_timeout: float = Field(default=30.0, gt=0)
     butler_history_turns: int = Field(default=20, ge=0, le=200)
+    # Streaming replies, images and files (issue 14).
+    butler_vision: bool = False  # the model takes image inputs: images people send go to it
+    butler_image_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
+    butler_file_max_bytes: int = Field(default=64 * 1024, ge=1)  # text files up to this go to the model
+    streaming_first_update_seconds: float = Field(default=0.3, ge=0)  # shorter answers stay plain text
+    streaming_min_interval_seconds: float = Field(default=0.125, gt=0)  # ≤ 8 CardKit calls/s per card
 
     approval_ttl: int = Field(default=600, ge=5, description="seconds a command waits for a decision")
     approval_sweep_seconds: float = Field(default=5.0, gt=0)

@@ -394,6 +394,11 @@ async def test_the_test_message_route_really_sends(story: Story) -> None:
 
 
 async def test_an_invalidated_tenant_token_is_refreshed_without_losing_the_reply(story: Story) -> None:
+    # No thinking reaction: the reply itself must be the call that meets the invalidated token.
+    patched = await story.api.patch(
+        f"/api/integrations/feishu/{story.connector_id}", json={"thinking_reaction": ""}
+    )
+    assert patched.status_code == 200, patched.text
     first = await story.say("help")
     await story.reply_to(first)
     await story.emu.control("POST", "/counters/reset")

@@ -18,7 +18,9 @@ from tests.support.live import serve
 from tests.support.waiting import eventually
 
 
-def llm_settings(database: Database, tmp_path: Path, emu: RunningEmulator, llm_url: str) -> Any:
+def llm_settings(
+    database: Database, tmp_path: Path, emu: RunningEmulator, llm_url: str, **overrides: Any
+) -> Any:
     """The real Butler thinking with the fake OpenAI-compatible server at ``llm_url``."""
     return story_settings(
         database,
@@ -27,6 +29,7 @@ def llm_settings(database: Database, tmp_path: Path, emu: RunningEmulator, llm_u
         butler_base_url=llm_url + "/v1",
         butler_api_token="sk-test-token",
         butler_model="fake-model",
+        **overrides,
     )
 
 

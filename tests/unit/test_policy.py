@@ -50,7 +50,7 @@ def test_each_rule_names_its_reason() -> None:
         (PolicySettings(), message("hello", mention_bot=False), FilterReason.MENTION_REQUIRED),
         (PolicySettings(allowed_chat_ids=frozenset({"oc_other"})), message(), FilterReason.CHAT_NOT_ALLOWED),
         (PolicySettings(user_whitelist=frozenset({"ou_bob"})), message(), FilterReason.USER_NOT_WHITELISTED),
-        (PolicySettings(), message(message_type="image"), FilterReason.UNSUPPORTED_MESSAGE_TYPE),
+        (PolicySettings(), message(message_type="audio"), FilterReason.UNSUPPORTED_MESSAGE_TYPE),
         (PolicySettings(), message("@_user_1 \u00a0 "), FilterReason.EMPTY_TEXT),
         (PolicySettings(prefix_command="/bot"), message("@_user_1 hello"), FilterReason.PREFIX_NOT_MATCHED),
         (PolicySettings(prefix_command="/bot"), message("@_user_1 /bot"), FilterReason.EMPTY_TEXT),
@@ -143,7 +143,7 @@ events_strategy = st.builds(
     mention_bot=st.booleans(),
     sender_type=st.sampled_from(["user", "app"]),
     chat_id=st.sampled_from(["oc_ops", "oc_dev"]),
-    message_type=st.sampled_from(["text", "image"]),
+    message_type=st.sampled_from(["text", "audio"]),
 )
 
 

@@ -110,6 +110,7 @@ class ApprovalWorkflow:
                 card=approval_card(approval),
                 reply_to=message.message_id,
                 uuid=f"approval-card-{approval.request_id}"[:50],
+                in_thread=message.in_thread,
             )
         except OutboundError as exc:
             await self._log(approval, LogAction.WS_AUTH_CARD, LogLevel.ERROR, ok=False, error=str(exc))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -37,6 +38,10 @@ class BrainContext:
     agents_online: list[str] = field(default_factory=list)
     pending_approvals: int = 0
     agent_commands: dict[str, list[str]] = field(default_factory=dict)  # registered agents; [] = any
+    # Optional: a brain that can stream calls this with the full text so far as it grows (never blocks);
+    # one that cannot ignores it. Images (data: URLs) go to a vision-capable model with the text.
+    stream: Callable[[str], None] | None = None
+    images: list[str] = field(default_factory=list)
 
 
 class BrainError(Exception):
@@ -151,40 +156,85 @@ class LLMBrain:
         )
         messages: list[dict[str, Any]] = [{"role": "system", "content": system}]
         messages += [{"role": role, "content": content} for role, content in context.history]
-        messages.append({"role": "user", "content": context.text})
+        if context.images:
+            parts: list[dict[str, Any]] = [{"type": "text", "text": context.text}]
+            parts += [{"type": "image_url", "image_url": {"url": url}} for url in context.images]
+            messages.append({"role": "user", "content": parts})
+        else:
+            messages.append({"role": "user", "content": context.text})
         return messages
 
     async def respond(self, context: BrainContext) -> BrainReply:
         try:
-            completion = await self._client.chat.completions.create(
-                model=self._model,
-                messages=self._messages(context),  # type: ignore[arg-type]
-                tools=[command_tool(context.agent_commands)],  # type: ignore[list-item]
-            )
+            if context.stream is not None:
+                text, calls = await self._streamed(context, context.stream)
+            else:
+                text, calls = await self._whole(context)
         except openai.OpenAIError as exc:
             raise BrainError(f"the language model failed: {type(exc).__name__}") from exc
+        return _reply(text, calls)
+
+    async def _whole(self, context: BrainContext) -> tuple[str, list[tuple[str, str]]]:
+        completion = await self._client.chat.completions.create(
+            model=self._model,
+            messages=self._messages(context),  # type: ignore[arg-type]
+            tools=[command_tool(context.agent_commands)],  # type: ignore[list-item]
+        )
         if not completion.choices:
             raise BrainError("the language model answered nothing")
         message = completion.choices[0].message
-        text = message.content or ""
+        calls = []
         for call in message.tool_calls or []:
             function = getattr(call, "function", None)
-            if function is None or function.name != "command_agent":
+            if function is not None:
+                calls.append((function.name or "", function.arguments or ""))
+        return message.content or "", calls
+
+    async def _streamed(
+        self, context: BrainContext, sink: Callable[[str], None]
+    ) -> tuple[str, list[tuple[str, str]]]:
+        """``stream: true``: text deltas are handed on as they come; tool-call deltas are put together by
+        their index (the name comes once, the arguments in pieces)."""
+        stream = await self._client.chat.completions.create(
+            model=self._model,
+            messages=self._messages(context),  # type: ignore[arg-type]
+            tools=[command_tool(context.agent_commands)],  # type: ignore[list-item]
+            stream=True,
+        )
+        text = ""
+        calls: dict[int, list[str]] = {}
+        async for chunk in stream:  # type: ignore[union-attr]
+            if not chunk.choices:
                 continue
-            try:
-                args = json.loads(function.arguments or "{}")
-                request = CommandRequest(
-                    str(args["agent"]), str(args["command"]), str(args.get("reason", ""))
-                )
-            except (ValueError, KeyError, TypeError) as exc:
-                raise BrainError("the language model asked for a command with unreadable arguments") from exc
-            if not request.agent or not request.command:
-                raise BrainError("the language model asked for a command without agent or command")
-            return BrainReply(
-                inert(text)
-                or f"I need a person's approval to run `{inert(request.command)}` on {inert(request.agent)}.",
-                request,
-            )
-        if not text:
-            raise BrainError("the language model answered with neither text nor a tool call")
-        return BrainReply(inert(text))  # the model repeats what people wrote: no markup from it
+            delta = chunk.choices[0].delta
+            if delta.content:
+                text += delta.content
+                sink(text)
+            for call in delta.tool_calls or []:
+                entry = calls.setdefault(call.index, ["", ""])
+                if call.function is not None:
+                    entry[0] += call.function.name or ""
+                    entry[1] += call.function.arguments or ""
+        return text, [(name, arguments) for name, arguments in (calls[i] for i in sorted(calls))]
+
+
+def _reply(text: str, calls: list[tuple[str, str]]) -> BrainReply:
+    """The model's answer as a BrainReply: its first command_agent call (if any) and its text."""
+    for name, arguments in calls:
+        if name != "command_agent":
+            continue
+        try:
+            args = json.loads(arguments or "{}")
+            request = CommandRequest(str(args["agent"]), str(args["command"]), str(args.get("reason", "")))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BrainError("the language model asked for a command with unreadable arguments") from exc
+        if not request.agent or not request.command:
+            raise BrainError("the language model asked for a command without agent or command")
+        return BrainReply(
+            inert(text)
+            or f"I need a person's approval to run `{inert(request.command)}` on {inert(request.agent)}.",
+            request,
+        )
+    if not text:
+        raise BrainError("the language model answered with neither text nor a tool call")
+    return BrainReply(inert(text))  # the model repeats what people wrote: no markup from it

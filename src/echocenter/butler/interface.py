@@ -27,6 +27,18 @@ class InboundMessage:
     root_id: str = ""
     parent_id: str = ""
     thread_id: str = ""
+    message_type: str = "text"
+    content: str = ""  # Feishu's JSON string, for image / file / post resources (text is in ``text``)
+
+    @property
+    def in_thread(self) -> bool:
+        """Written in a thread (or a topic group): the answer goes to that thread."""
+        return bool(self.thread_id or self.root_id)
+
+    @property
+    def thread_key(self) -> str:
+        """Which conversation of this person in this chat: one per thread, "" outside threads."""
+        return self.thread_id or self.root_id
 
 
 class Butler(Protocol):

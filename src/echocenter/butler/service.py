@@ -1,5 +1,5 @@
-"""The Butler: one conversation per Feishu user and chat, kept in the database; replies in the same chat;
-commands go through approvals."""
+"""The Butler: one conversation per Feishu user and chat (and thread), kept in the database; replies in the
+same chat (and thread), streamed into a card when the brain streams; commands go through approvals."""
 
 from __future__ import annotations
 
@@ -20,9 +20,12 @@ from echocenter.approvals.workflow import ApprovalWorkflow
 from echocenter.butler.brains import Brain, BrainContext, BrainError, CommandRequest
 from echocenter.butler.command_check import problem_with, unknown_agent
 from echocenter.butler.interface import InboundMessage
-from echocenter.db.models import Approval, Conversation, ConversationTurn, LogLevel
+from echocenter.db.models import Approval, Conversation, ConversationTurn, FeishuConnector, LogLevel
 from echocenter.db.types import utcnow
+from echocenter.feishu.attachments import AttachmentReader, Attachments
 from echocenter.feishu.outbound import Outbound
+from echocenter.feishu.reactions import Reactions
+from echocenter.feishu.streaming import CardStream, CardStreams
 from echocenter.integration_logs.service import LogAction, record_now
 from echocenter.runtime import Runtime
 
@@ -32,7 +35,7 @@ APOLOGY = "Sorry — I could not think that through just now. Please try again i
 
 
 async def _conversation_id(session: AsyncSession, message: InboundMessage) -> int:
-    """The conversation of this user in this chat, created on first contact (race-free: unique key)."""
+    """The conversation of this user in this chat and thread, created on first contact (race-free)."""
     dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     now = utcnow()
     await session.execute(
@@ -41,16 +44,18 @@ async def _conversation_id(session: AsyncSession, message: InboundMessage) -> in
             connector_id=message.connector_id,
             chat_id=message.chat_id,
             open_id=message.open_id,
+            thread_id=message.thread_key,
             created_at=now,
             updated_at=now,
         )
-        .on_conflict_do_nothing(index_elements=["connector_id", "chat_id", "open_id"])
+        .on_conflict_do_nothing(index_elements=["connector_id", "chat_id", "open_id", "thread_id"])
     )
     conversation_id = await session.scalar(
         select(Conversation.id).where(
             Conversation.connector_id == message.connector_id,
             Conversation.chat_id == message.chat_id,
             Conversation.open_id == message.open_id,
+            Conversation.thread_id == message.thread_key,
         )
     )
     assert conversation_id is not None
@@ -66,6 +71,9 @@ class ButlerService:
         outbound: Outbound,
         workflow: ApprovalWorkflow,
         hub: AgentHub,
+        streams: CardStreams | None = None,
+        reactions: Reactions | None = None,
+        attachments: AttachmentReader | None = None,
     ) -> None:
         self._sessions = runtime.sessions
         self._settings = runtime.settings
@@ -73,6 +81,9 @@ class ButlerService:
         self._outbound = outbound
         self._workflow = workflow
         self._hub = hub
+        self._streams = streams
+        self._reactions = reactions
+        self._attachments = attachments
         self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def handle(self, message: InboundMessage) -> None:
@@ -85,11 +96,42 @@ class ButlerService:
             await session.commit()
 
     async def answer(self, message: InboundMessage) -> None:
-        """Think and reply; the durable inbox marks the message answered when this returns."""
+        """Think and reply; the durable inbox marks the message answered when this returns. While it
+        thinks, the person's message wears the connector's reaction (a sign of life)."""
         async with self._sessions() as session:
             conversation_id = await _conversation_id(session, message)
             await session.commit()
-        await self._respond(conversation_id, message)
+            prefs = (
+                await session.execute(
+                    select(FeishuConnector.streaming_replies, FeishuConnector.thinking_reaction).where(
+                        FeishuConnector.id == message.connector_id
+                    )
+                )
+            ).first()
+        streaming, emoji = (bool(prefs[0]), str(prefs[1] or "")) if prefs else (False, "")
+        reaction = None
+        if self._reactions is not None and emoji:
+            reaction = await self._reactions.add(message.connector_id, message.message_id, emoji)
+        try:
+            await self._respond(conversation_id, message, streaming=streaming)
+        finally:
+            if reaction is not None and self._reactions is not None:
+                await self._reactions.remove(message.connector_id, message.message_id, reaction)
+
+    async def _read_attachments(self, message: InboundMessage) -> Attachments:
+        if self._attachments is None:
+            return Attachments()
+        found = await self._attachments.read(message)
+        if found.problems:
+            await record_now(
+                self._sessions,
+                connector_id=message.connector_id,
+                action=LogAction.ATTACHMENT_REFUSED,
+                level=LogLevel.WARN,
+                message_id=message.message_id,
+                problems=found.problems,
+            )
+        return found
 
     async def _history(self, conversation_id: int, before_message_id: str) -> list[tuple[str, str]]:
         limit = self._settings.butler_history_turns
@@ -116,21 +158,33 @@ class ButlerService:
             )
         return int(count or 0)
 
-    async def _respond(self, conversation_id: int, message: InboundMessage) -> None:
+    async def _respond(self, conversation_id: int, message: InboundMessage, *, streaming: bool) -> None:
         async with self._locks[conversation_id]:  # one answer at a time per conversation, in order
+            found = await self._read_attachments(message)
+            if found.problems and not (message.text or found.images or found.texts):
+                await self._say(message, " ".join(found.problems))  # nothing left to think about
+                return
             async with self._sessions() as session:
                 agent_commands = await agents.commands_by_name(session)
+            stream: CardStream | None = None
+            if streaming and self._streams is not None:
+                stream = self._streams.open(message)
+            text = "\n\n".join([message.text, *found.texts]).strip() or "(an image)"
             context = BrainContext(
-                text=message.text,
+                text=text,
                 requester=message.open_id,
                 history=await self._history(conversation_id, message.message_id),
                 agents_online=await self._hub.online_anywhere(),
                 pending_approvals=await self._pending(),
                 agent_commands=agent_commands,
+                stream=stream.push if stream is not None else None,
+                images=found.images,
             )
             try:
                 reply = await self._brain.respond(context)
             except BrainError as exc:
+                if stream is not None:
+                    await stream.abort()
                 await record_now(
                     self._sessions,
                     connector_id=message.connector_id,
@@ -157,7 +211,12 @@ class ButlerService:
             if command is not None and not is_allowed(command.command, agent_commands.get(command.agent, [])):
                 await self._refuse(message, command.agent, command.command, agent_commands[command.agent])
                 return
-            if reply.text:
+            if found.problems:  # part of it could not be read: say so, then answer the rest
+                await self._say(message, " ".join(found.problems), key="unreadable")
+            on_card = stream is not None and await stream.finish()  # a command ends the stream first
+            if on_card:
+                await self._remember(conversation_id, reply.text, message, kind="reply")
+            elif reply.text:
                 await self._say(message, reply.text)
             if reply.command is not None:
                 approval = await self._workflow.request(
@@ -202,7 +261,7 @@ class ButlerService:
                     problem = f"there is no registered agent named {command.agent}."
         return problem
 
-    async def _say(self, message: InboundMessage, text: str) -> None:
+    async def _say(self, message: InboundMessage, text: str, *, key: str = "reply") -> None:
         """Reply once: the uuid is the message's, so a re-drive finds the first send (Feishu keeps it 1 h).
         A failed send raises (logged as ws_outbound with Feishu's code): the inbox tries again later."""
         await self._outbound.send_text(
@@ -210,8 +269,11 @@ class ButlerService:
             chat_id=message.chat_id,
             text=text,
             reply_to=message.message_id,
-            uuid=f"reply-{message.message_id}",
+            uuid=f"{key}-{message.message_id}",
+            in_thread=message.in_thread,
         )
+        if key != "reply":
+            return
         async with self._sessions() as session:
             conversation_id = await _conversation_id(session, message)
             await session.commit()

@@ -47,6 +47,15 @@ class ConnectorSettings(BaseModel):
     callback_enabled: StrictBool = Field(
         default=False, description="answer Feishu's HTTP callback; off: long connection only"
     )
+    streaming_replies: StrictBool = Field(
+        default=True, description="LLM answers grow in a CardKit card; off: one text reply"
+    )
+    thinking_reaction: StrictStr = Field(
+        default="OnIt",
+        max_length=32,
+        pattern=r"^[A-Za-z0-9_]*$",
+        description="emoji_type put on a message while the Butler thinks; empty: none",
+    )
 
 
 class EnableRequest(BaseModel):
@@ -83,6 +92,8 @@ class ConnectorOut(BaseModel):
     ignore_bot_messages: bool
     rate_limit_per_minute: int
     callback_enabled: bool
+    streaming_replies: bool
+    thinking_reaction: str
     enabled: bool
     status: ConnectorStatus  # the best state across live instances
     status_summary: str  # e.g. "connected on 3 of 3 instances"

@@ -47,6 +47,8 @@ def to_out(connector: FeishuConnector, view: StatusView) -> ConnectorOut:
         ignore_bot_messages=connector.ignore_bot_messages,
         rate_limit_per_minute=connector.rate_limit_per_minute,
         callback_enabled=connector.callback_enabled,
+        streaming_replies=connector.streaming_replies,
+        thinking_reaction=connector.thinking_reaction,
         enabled=connector.enabled,
         status=combined.status,
         status_summary=combined.summary,

@@ -107,6 +107,10 @@ class FeishuConnector(Base):
     rate_limit_per_minute: Mapped[int] = mapped_column(Integer, default=30)
     # The HTTP callback answers only for connectors that opt in; the others use the long connection only.
     callback_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Streaming replies and a sign of life (0014): CardKit cards that grow as the model writes; the
+    # reaction put on a person's message while the Butler thinks ("" = none).
+    streaming_replies: Mapped[bool] = mapped_column(Boolean, default=True)
+    thinking_reaction: Mapped[str] = mapped_column(String(32), default="OnIt")
 
     enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(16), default=ConnectorStatus.DISCONNECTED.value)
@@ -257,19 +261,35 @@ class Approval(Base):
 
 
 class Conversation(Base):
-    """One per Feishu user and chat, per connector."""
+    """One per Feishu user and chat (and thread: two threads in one chat are two conversations)."""
 
     __tablename__ = "conversations"
     __table_args__ = (
-        UniqueConstraint("connector_id", "chat_id", "open_id", name="uq_conversations_who_where"),
+        UniqueConstraint(
+            "connector_id", "chat_id", "open_id", "thread_id", name="uq_conversations_who_where_thread"
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     connector_id: Mapped[int] = mapped_column(Integer, ForeignKey("feishu_connectors.id", ondelete="CASCADE"))
     chat_id: Mapped[str] = mapped_column(String(64))
     open_id: Mapped[str] = mapped_column(String(64))
+    thread_id: Mapped[str] = mapped_column(String(64), default="")  # "" outside a thread (0014)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class StreamedReply(Base):
+    """The CardKit card a message's answer streams into: a re-drive reuses it, never posting a second."""
+
+    __tablename__ = "streamed_replies"
+    __table_args__ = (UniqueConstraint("connector_id", "message_id", name="uq_streamed_replies_message"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    connector_id: Mapped[int] = mapped_column(Integer, ForeignKey("feishu_connectors.id", ondelete="CASCADE"))
+    message_id: Mapped[str] = mapped_column(String(64))
+    card_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class ConversationTurn(Base):

@@ -7,13 +7,14 @@ Plain JSON over HTTP under ``/control``; no authentication (the emulator is a lo
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from echocenter.emulator.bench import LoadGenerator, PushIn
@@ -26,7 +27,17 @@ from echocenter.emulator.events import (
     text_with_mentions,
 )
 from echocenter.emulator.longconn import LongConnHub
-from echocenter.emulator.state import App, Message, SendFailure, User, World, new_id, now_ms
+from echocenter.emulator.state import (
+    App,
+    CardEntity,
+    Message,
+    Resource,
+    SendFailure,
+    User,
+    World,
+    new_id,
+    now_ms,
+)
 
 
 class _Body(BaseModel):
@@ -72,8 +83,12 @@ class SendIn(_Body):
     chat_id: str
     sender: str = Field(description="open_id of the user who writes")
     text: str = ""
-    message_type: Literal["text", "post"] = "text"
+    message_type: Literal["text", "post", "image", "file"] = "text"
     post_title: str = ""
+    # image / file (or an image in a post): the bytes, base64, behind the image_key / file_key
+    resource_base64: str = ""
+    resource_content_type: str = "application/octet-stream"
+    file_name: str = ""
     mention_bot: bool = False
     mentions: list[str] = Field(default=[], description="open_ids mentioned besides the bot")
     thread_of: str = Field(default="", description="message_id to answer in its thread")
@@ -155,10 +170,30 @@ def _message_view(message: Message, world: World) -> dict[str, Any]:
         "root_id": message.root_id,
         "parent_id": message.parent_id,
         "thread_id": message.thread_id,
+        "reply_in_thread": message.reply_in_thread,
         "updated": message.updated,
         "mentions": message.mentions,
+        "reactions": [
+            {"reaction_id": r.reaction_id, "emoji_type": r.emoji_type, "operator_id": r.operator_id}
+            for r in world.reactions.values()
+            if r.message_id == message.message_id
+        ],
     }
+    card = _sent_card(message, world)
+    if card is not None:  # a CardKit card entity: show what it holds now
+        view["card"] = card.public()
     return view
+
+
+def _sent_card(message: Message, world: World) -> CardEntity | None:
+    if message.msg_type != "interactive":
+        return None
+    try:
+        content = json.loads(message.content)
+    except ValueError:
+        return None
+    data = content.get("data") if isinstance(content, dict) and content.get("type") == "card" else None
+    return world.cards.get(str(data.get("card_id"))) if isinstance(data, dict) else None
 
 
 class Control:
@@ -182,6 +217,8 @@ class Control:
             r("/sent", self.sent, "GET"),
             r("/messages", self.send_as_user, "POST"),
             r("/cards/click", self.click, "POST"),
+            r("/cardkit/{card_id}", self.card_entity, "GET"),
+            r("/reactions", self.reaction_log, "GET"),
             r("/events", self.raw_event, "POST"),
             r("/deliveries", self.deliveries, "GET"),
             r("/connections", self.connections, "GET"),
@@ -191,7 +228,16 @@ class Control:
             r("/config", self.set_config, "POST"),
             r("/bench/push", self.bench_push, "POST"),
             r("/bench/stats/{batch_id}", self.bench_stats, "GET"),
+            Route("/control/resources/{key}", self.resource_bytes, methods=["GET"]),  # for the chat page
         ]
+
+    async def resource_bytes(self, request: Request) -> Response:
+        found = self.world.resources.get(request.path_params["key"])
+        if found is None or found.kind != "image":
+            return _error(404, "no such image")
+        # Served as an image only; nosniff keeps a browser from reading it as anything else.
+        mime = found.content_type if found.content_type.startswith("image/") else "application/octet-stream"
+        return Response(found.data, media_type=mime, headers={"X-Content-Type-Options": "nosniff"})
 
     def _guard(self, handler: Any) -> Any:
         async def endpoint(request: Request) -> JSONResponse:
@@ -286,12 +332,22 @@ class Control:
             self._user(m) for m in body.mentions
         ]
         text, mentions = text_with_mentions(body.text, mentioned, app.tenant_key)
+        resource_key = ""
+        if body.resource_base64:
+            resource_key = new_id("img_v3_" if body.message_type in ("image", "post") else "file_v3_", 10)
         if body.message_type == "post":
             paragraph: list[dict[str, Any]] = [
                 {"tag": "at", "user_id": m["key"], "user_name": m["name"]} for m in mentions
             ]
             paragraph.append({"tag": "text", "text": (" " if mentions else "") + body.text})
-            content = json.dumps({"title": body.post_title, "content": [paragraph]}, ensure_ascii=False)
+            paragraphs = [paragraph]
+            if resource_key:
+                paragraphs.append([{"tag": "img", "image_key": resource_key}])
+            content = json.dumps({"title": body.post_title, "content": paragraphs}, ensure_ascii=False)
+        elif body.message_type == "image":
+            content = json.dumps({"image_key": resource_key})
+        elif body.message_type == "file":
+            content = json.dumps({"file_key": resource_key, "file_name": body.file_name or "file.txt"})
         else:
             content = json.dumps({"text": text}, ensure_ascii=False)
         root_id = thread_id = ""
@@ -316,6 +372,15 @@ class Control:
                 mentions=mentions,
             )
         )
+        if resource_key:
+            self.world.resources[resource_key] = Resource(
+                resource_key,
+                message.message_id,
+                "file" if body.message_type == "file" else "image",
+                base64.b64decode(body.resource_base64),
+                body.resource_content_type,
+                body.file_name,
+            )
         delivery = self.hub.push(app.app_id, message_receive(app, sender, chat, message))
         if body.wait_ack_seconds:
             with contextlib.suppress(TimeoutError):
@@ -325,6 +390,15 @@ class Control:
             "event_id": delivery.event_id,
             "delivery": delivery.public(),
         }
+
+    async def card_entity(self, request: Request) -> dict[str, Any]:
+        card = self.world.cards.get(request.path_params["card_id"])
+        if card is None:
+            raise ControlError(404, "no such card entity")
+        return card.public()
+
+    async def reaction_log(self, _: Request) -> dict[str, Any]:
+        return {"items": self.world.reaction_log}
 
     async def click(self, request: Request) -> dict[str, Any]:
         body: ClickIn = await self._body(request, ClickIn)

@@ -7,11 +7,11 @@ import time
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from echocenter.emulator.events import parse_card
-from echocenter.emulator.state import App, Message, World, new_id, now_ms
+from echocenter.emulator.state import App, CardEntity, Message, Reaction, World, new_id, now_ms
 
 TEXT_LIMIT_BYTES = 150 * 1024
 CARD_LIMIT_BYTES = 30 * 1024
@@ -28,6 +28,56 @@ NO_BOT = 11205  # bot/v3/info of an app without the Bot capability ("app do not 
 BOT_NOT_ACTIVATED = 230006  # sending as an app whose Bot capability is off
 SCOPE_MISSING = 99991672
 SEND_SCOPES = ("im:message", "im:message:send_as_bot")  # any one of them lets the bot send
+CARDKIT_SCOPE = "cardkit:card:write"
+CARD_CALLS_PER_SECOND = 10  # CardKit: 10 operations per second per card
+CARD_NOT_FOUND = 300301
+SEQUENCE_NOT_INCREASING = 300317
+STREAMING_CLOSED = 300309
+CARD_ALREADY_SENT = 230099
+REACTION_TYPE_INVALID = 231001
+REACTION_NOT_FOUND = 231003
+RESOURCE_NOT_FOUND = 234003
+# emoji_type values of Feishu's reaction list (a subset): others are refused as invalid.
+EMOJI_TYPES = frozenset(
+    [
+        "OK",
+        "THUMBSUP",
+        "THANKS",
+        "MUSCLE",
+        "FINGERHEART",
+        "APPLAUSE",
+        "FISTBUMP",
+        "JIAYI",
+        "DONE",
+        "SMILE",
+        "BLUSH",
+        "LAUGH",
+        "SMIRK",
+        "LOL",
+        "FACEPALM",
+        "THINKING",
+        "HEART",
+        "CLAP",
+        "PARTY",
+        "FIRE",
+        "PRAY",
+        "CRY",
+        "ANGRY",
+        "SURPRISED",
+        "EYESCLOSED",
+        "Get",
+        "OnIt",
+        "Typing",
+        "LGTM",
+        "OneSecond",
+        "CheckMark",
+        "CrossMark",
+        "Yes",
+        "No",
+        "GeneralDoNotDisturb",
+        "StatusInFlight",
+    ]
+)
 
 
 class ApiError(Exception):
@@ -90,13 +140,39 @@ class OpenApi:
                 self._guard(self.delayed_card_update),
                 methods=["POST"],
             ),
+            Route("/open-apis/cardkit/v1/cards", self._guard(self.create_card), methods=["POST"]),
+            Route(
+                "/open-apis/cardkit/v1/cards/{card_id}/elements/{element_id}/content",
+                self._guard(self.stream_content),
+                methods=["PUT"],
+            ),
+            Route(
+                "/open-apis/cardkit/v1/cards/{card_id}/settings",
+                self._guard(self.card_settings),
+                methods=["PATCH"],
+            ),
+            Route(
+                "/open-apis/im/v1/messages/{message_id}/reactions",
+                self._guard(self.add_reaction),
+                methods=["POST"],
+            ),
+            Route(
+                "/open-apis/im/v1/messages/{message_id}/reactions/{reaction_id}",
+                self._guard(self.delete_reaction),
+                methods=["DELETE"],
+            ),
+            Route(
+                "/open-apis/im/v1/messages/{message_id}/resources/{file_key}",
+                self._guard(self.resource),
+                methods=["GET"],
+            ),
         ]
 
     def _guard(self, handler: Any) -> Any:
-        async def endpoint(request: Request) -> JSONResponse:
+        async def endpoint(request: Request) -> Response:
             self.world.counters[f"{request.method} {request.scope['route'].path}"] += 1
             try:
-                response: JSONResponse = await handler(request)
+                response: Response = await handler(request)
                 return response
             except ApiError as exc:
                 return _error(exc)
@@ -211,12 +287,15 @@ class OpenApi:
         if uuid and (earlier := self.world.message_for_uuid(app.app_id, uuid)):
             return _ok(earlier.api_view(app.tenant_key))
         msg_type, content = self._content(body)
+        card = self._card_to_send(app, msg_type, content)
         chat_id = self._resolve_chat(id_type, str(body.get("receive_id", "")))
         message = self.world.store(
             Message(
                 new_id("om_"), chat_id, app.bot_open_id, "app", msg_type, content, now_ms(), app_id=app.app_id
             )
         )
+        if card is not None:
+            card.message_id = message.message_id
         if uuid:
             self.world.remember_uuid(app.app_id, uuid, message.message_id)
         return _ok(message.api_view(app.tenant_key))
@@ -243,6 +322,7 @@ class OpenApi:
         if uuid and (earlier := self.world.message_for_uuid(app.app_id, uuid)):
             return _ok(earlier.api_view(app.tenant_key))
         msg_type, content = self._content(body)
+        card = self._card_to_send(app, msg_type, content)
         thread_id = parent.thread_id
         if body.get("reply_in_thread") is True and not thread_id:
             thread_id = parent.thread_id = new_id("omt_", 8)
@@ -259,11 +339,170 @@ class OpenApi:
                 root_id=parent.root_id or parent.message_id,
                 parent_id=parent.message_id,
                 thread_id=thread_id,
+                reply_in_thread=body.get("reply_in_thread") is True,
             )
         )
+        if card is not None:
+            card.message_id = message.message_id
         if uuid:
             self.world.remember_uuid(app.app_id, uuid, message.message_id)
         return _ok(message.api_view(app.tenant_key))
+
+    def _card_to_send(self, app: App, msg_type: str, content: str) -> CardEntity | None:
+        """``{"type":"card","data":{"card_id"}}``: a card entity of this app, never sent before."""
+        parsed = json.loads(content)
+        if msg_type != "interactive" or parsed.get("type") != "card":
+            return None
+        data = parsed.get("data")
+        card_id = data.get("card_id") if isinstance(data, dict) else None
+        card = self.world.cards.get(str(card_id))
+        if card is None or card.app_id != app.app_id:
+            raise ApiError(CARD_NOT_FOUND, f"card {card_id} not found")
+        if card.message_id:
+            raise ApiError(CARD_ALREADY_SENT, "a card entity can be sent only once")
+        return card
+
+    # --- CardKit ----------------------------------------------------------------------------------
+    def _card(self, app: App, card_id: str) -> CardEntity:
+        if CARDKIT_SCOPE in app.missing_scopes:
+            raise ApiError(
+                SCOPE_MISSING, f"Access denied. One of the following scopes is required: [{CARDKIT_SCOPE}]."
+            )
+        card = self.world.cards.get(card_id)
+        if card is None or card.app_id != app.app_id:
+            raise ApiError(CARD_NOT_FOUND, f"card {card_id} not found")
+        return card
+
+    def _count_call(self, card: CardEntity) -> None:
+        now = time.time()
+        recent = [c for c in card.calls if now - c["at"] < 1.0]
+        if len(recent) >= CARD_CALLS_PER_SECOND:
+            self.world.counters["cardkit.rate_limited"] += 1
+            raise ApiError(
+                RATE_LIMITED,
+                "request trigger frequency limit",
+                status=429,
+                headers={"x-ogw-ratelimit-limit": str(CARD_CALLS_PER_SECOND), "x-ogw-ratelimit-reset": "1"},
+            )
+
+    def _sequence(self, card: CardEntity, body: dict[str, Any]) -> int:
+        sequence = body.get("sequence")
+        if not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 1:
+            raise ApiError(FIELD_VALIDATION, "sequence must be a positive integer")
+        if sequence <= card.last_sequence:
+            raise ApiError(SEQUENCE_NOT_INCREASING, "sequence number compare failed")
+        return sequence
+
+    async def create_card(self, request: Request) -> JSONResponse:
+        app = self._app(request)
+        if CARDKIT_SCOPE in app.missing_scopes:
+            raise ApiError(
+                SCOPE_MISSING, f"Access denied. One of the following scopes is required: [{CARDKIT_SCOPE}]."
+            )
+        body = await _json_body(request)
+        if body.get("type") != "card_json" or not isinstance(body.get("data"), str):
+            raise ApiError(FIELD_VALIDATION, 'type must be "card_json" and data the card JSON as a string')
+        try:
+            card = json.loads(body["data"])
+        except ValueError as exc:
+            raise ApiError(INVALID_PARAM, "data is not valid JSON") from exc
+        if not isinstance(card, dict) or card.get("schema") != "2.0":
+            raise ApiError(INVALID_PARAM, "card entities take card JSON 2.0 only")
+        config: dict[str, Any] = card["config"] if isinstance(card.get("config"), dict) else {}
+        if config.get("update_multi") is False:
+            raise ApiError(INVALID_PARAM, "card entities cannot be exclusive cards (update_multi false)")
+        entity = CardEntity(new_id("7", 10), app.app_id, card, bool(config.get("streaming_mode")))
+        entity.calls.append({"op": "create", "at": time.time(), "sequence": 0, "content": ""})
+        self.world.cards[entity.card_id] = entity
+        return _ok({"card_id": entity.card_id})
+
+    async def stream_content(self, request: Request) -> JSONResponse:
+        app = self._app(request)
+        card = self._card(app, request.path_params["card_id"])
+        self._count_call(card)
+        body = await _json_body(request)
+        sequence = self._sequence(card, body)
+        content = body.get("content")
+        if not isinstance(content, str):
+            raise ApiError(FIELD_VALIDATION, "content must be a string")
+        element = card.element(request.path_params["element_id"])
+        if element is None:
+            raise ApiError(INVALID_PARAM, "element not found in the card")
+        if not card.streaming_mode:
+            raise ApiError(STREAMING_CLOSED, "the card is not in streaming mode")
+        card.last_sequence = sequence
+        element["content"] = content
+        card.calls.append({"op": "content", "at": time.time(), "sequence": sequence, "content": content})
+        return _ok({})
+
+    async def card_settings(self, request: Request) -> JSONResponse:
+        app = self._app(request)
+        card = self._card(app, request.path_params["card_id"])
+        self._count_call(card)
+        body = await _json_body(request)
+        sequence = self._sequence(card, body)
+        try:
+            settings = json.loads(body.get("settings") or "")
+        except (ValueError, TypeError) as exc:
+            raise ApiError(FIELD_VALIDATION, "settings must be a JSON string") from exc
+        config = settings.get("config") if isinstance(settings, dict) else None
+        if not isinstance(config, dict):
+            raise ApiError(FIELD_VALIDATION, "settings must hold a config object")
+        card.last_sequence = sequence
+        if "streaming_mode" in config:
+            card.streaming_mode = bool(config["streaming_mode"])
+        card.card.setdefault("config", {}).update(config)
+        card.calls.append({"op": "settings", "at": time.time(), "sequence": sequence, "content": ""})
+        return _ok({})
+
+    # --- reactions and resources ------------------------------------------------------------------
+    async def add_reaction(self, request: Request) -> JSONResponse:
+        app = self._app(request)
+        message = self.world.messages.get(request.path_params["message_id"])
+        if message is None:
+            raise ApiError(INVALID_PARAM, "message not found")
+        body = await _json_body(request)
+        kind = body.get("reaction_type")
+        emoji = kind.get("emoji_type") if isinstance(kind, dict) else None
+        if not isinstance(emoji, str) or emoji not in EMOJI_TYPES:
+            raise ApiError(REACTION_TYPE_INVALID, "reaction type is invalid")
+        reaction = Reaction(new_id("ZCa", 10), message.message_id, emoji, app.app_id, "app", now_ms())
+        self.world.reactions[reaction.reaction_id] = reaction
+        self.world.reaction_log.append(
+            {"op": "add", "message_id": message.message_id, "emoji_type": emoji, "at": time.time()}
+        )
+        return _ok(_reaction_view(reaction))
+
+    async def delete_reaction(self, request: Request) -> JSONResponse:
+        app = self._app(request)
+        reaction = self.world.reactions.get(request.path_params["reaction_id"])
+        if (
+            reaction is None
+            or reaction.message_id != request.path_params["message_id"]
+            or reaction.operator_id != app.app_id
+        ):
+            raise ApiError(REACTION_NOT_FOUND, "reaction not found or not added by this app")
+        del self.world.reactions[reaction.reaction_id]
+        self.world.reaction_log.append(
+            {
+                "op": "delete",
+                "message_id": reaction.message_id,
+                "emoji_type": reaction.emoji_type,
+                "at": time.time(),
+            }
+        )
+        return _ok(_reaction_view(reaction))
+
+    async def resource(self, request: Request) -> Response:
+        self._app(request)
+        kind = request.query_params.get("type", "")
+        if kind not in ("image", "file"):
+            raise ApiError(FIELD_VALIDATION, "type must be image or file")
+        found = self.world.resources.get(request.path_params["file_key"])
+        if found is None or found.message_id != request.path_params["message_id"] or found.kind != kind:
+            raise ApiError(RESOURCE_NOT_FOUND, "resource not found in this message")
+        headers = {"Content-Disposition": f'attachment; filename="{found.name or found.key}"'}
+        return Response(found.data, media_type=found.content_type, headers=headers)
 
     def _update_card(self, message: Message, card: dict[str, Any] | str) -> None:
         content = card if isinstance(card, str) else json.dumps(card, ensure_ascii=False)
@@ -306,3 +545,12 @@ class OpenApi:
         entry.uses_left -= 1
         self._update_card(self.world.messages[entry.message_id], card)
         return _ok()
+
+
+def _reaction_view(reaction: Reaction) -> dict[str, Any]:
+    return {
+        "reaction_id": reaction.reaction_id,
+        "operator": {"operator_id": reaction.operator_id, "operator_type": reaction.operator_type},
+        "action_time": str(reaction.action_time),
+        "reaction_type": {"emoji_type": reaction.emoji_type},
+    }

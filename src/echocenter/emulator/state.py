@@ -81,6 +81,7 @@ class Message:
     thread_id: str = ""
     updated: bool = False
     update_time: int = 0
+    reply_in_thread: bool = False  # a bot's reply sent with reply_in_thread: true
     mentions: list[dict[str, Any]] = field(default_factory=list)
 
     def api_view(self, tenant_key: str) -> dict[str, Any]:
@@ -111,6 +112,59 @@ class Message:
             "mentions": self.mentions,
             "upper_message_id": "",
         }
+
+
+@dataclass
+class CardEntity:
+    """A CardKit card entity (card JSON 2.0): its elements by element_id, its streaming state, and every
+    call made on it (for tests: sequences, timing, the text as it grew)."""
+
+    card_id: str
+    app_id: str
+    card: dict[str, Any]
+    streaming_mode: bool
+    last_sequence: int = 0
+    message_id: str = ""  # set once sent (a card entity can be sent only once)
+    calls: list[dict[str, Any]] = field(default_factory=list)  # {"op", "at", "sequence", "content"}
+
+    def elements(self) -> list[dict[str, Any]]:
+        body = self.card.get("body")
+        elements = body.get("elements") if isinstance(body, dict) else None
+        return [e for e in elements if isinstance(e, dict)] if isinstance(elements, list) else []
+
+    def element(self, element_id: str) -> dict[str, Any] | None:
+        return next((e for e in self.elements() if e.get("element_id") == element_id), None)
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "card_id": self.card_id,
+            "card": self.card,
+            "streaming_mode": self.streaming_mode,
+            "message_id": self.message_id,
+            "calls": self.calls,
+        }
+
+
+@dataclass
+class Reaction:
+    reaction_id: str
+    message_id: str
+    emoji_type: str
+    operator_id: str  # the app_id for a bot, the open_id for a person
+    operator_type: str  # "app" | "user"
+    action_time: int
+
+
+@dataclass
+class Resource:
+    """An image or file a person sent: the bytes behind a message's image_key / file_key."""
+
+    key: str
+    message_id: str
+    kind: str  # "image" | "file"
+    data: bytes
+    content_type: str
+    name: str = ""
 
 
 @dataclass
@@ -173,6 +227,12 @@ class World:
         self.tokens: dict[str, tuple[str, float]] = {}  # token -> (app_id, expires_at)
         self.uuids: dict[tuple[str, str], tuple[str, float]] = {}  # (app_id, uuid) -> (message_id, at)
         self.card_tokens: dict[str, CardToken] = {}
+        self.cards: dict[str, CardEntity] = {}
+        self.reactions: dict[str, Reaction] = {}
+        self.reaction_log: list[
+            dict[str, Any]
+        ] = []  # {"op": "add"|"delete", "message_id", "emoji_type", "at"}
+        self.resources: dict[str, Resource] = {}
         self.counters: Counter[str] = Counter()
         self.faults = Faults()
         self.add_defaults()

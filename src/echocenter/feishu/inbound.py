@@ -33,6 +33,7 @@ from echocenter.db.models import InboundMessage as InboundRow
 from echocenter.db.types import utcnow
 from echocenter.feishu.events import MessageEvent
 from echocenter.feishu.policy import Allowed, FilterReason, PolicySettings, evaluate
+from echocenter.feishu.text import resources_of
 from echocenter.integration_logs.service import LogAction, log_row
 
 RATE_WINDOW = timedelta(minutes=1)
@@ -133,6 +134,8 @@ def message_of(connector_id: int, event: MessageEvent, text: str) -> InboundMess
         root_id=event.root_id,
         parent_id=event.parent_id,
         thread_id=event.thread_id,
+        message_type=event.message_type,
+        content=event.content if resources_of(event.message_type, event.content) else "",
     )
 
 

@@ -237,6 +237,40 @@ class OpenApiClient:
                 raise error
             await asyncio.sleep(self._delay(attempt, response.headers.get("x-ogw-ratelimit-reset")))
 
+    async def download(self, path: str, *, params: dict[str, str], max_bytes: int) -> tuple[bytes, str]:
+        """A binary resource (e.g. a message's image or file) and its Content-Type, read at most
+        ``max_bytes`` + 1 bytes far (the caller refuses anything longer). Raises FeishuError."""
+        token = await self.tenant_token()
+        self.requests_sent += 1
+        try:
+            async with self._http.stream(
+                "GET",
+                self._base_url + path,
+                params=params,
+                timeout=self._timeout,
+                headers={"Authorization": f"Bearer {token}"},
+            ) as response:
+                if response.is_error:
+                    await response.aread()
+                    body = _json_object(response) or {}
+                    code = body.get("code")
+                    raise FeishuError(
+                        "api" if isinstance(code, int) else "http",
+                        f"Feishu answered HTTP {response.status_code} for the resource (code {code})",
+                        feishu_code=code if isinstance(code, int) else None,
+                        http_status=response.status_code,
+                    )
+                data = bytearray()
+                async for piece in response.aiter_bytes():
+                    data += piece
+                    if len(data) > max_bytes:
+                        break
+                return bytes(data), response.headers.get("content-type", "")
+        except httpx.TimeoutException as exc:
+            raise FeishuError("timeout", f"Feishu did not answer within {self._timeout:g} s") from exc
+        except httpx.HTTPError as exc:
+            raise FeishuError("network", f"cannot reach Feishu ({type(exc).__name__})") from exc
+
     def _delay(self, attempt: int, reset: str | None) -> float:
         if reset is not None:
             try:

@@ -86,9 +86,16 @@ class Outbound:
         content: dict[str, Any],
         reply_to: str | None,
         uuid: str,
+        in_thread: bool = False,
     ) -> str:
         client = self._client(connector_id)
-        body = {"msg_type": msg_type, "content": json.dumps(content, ensure_ascii=False), "uuid": uuid}
+        body: dict[str, Any] = {
+            "msg_type": msg_type,
+            "content": json.dumps(content, ensure_ascii=False),
+            "uuid": uuid,
+        }
+        if in_thread and reply_to:  # the answer to a message in a thread stays in that thread
+            body["reply_in_thread"] = True
         try:
             if reply_to:
                 data = await client.call("POST", f"/open-apis/im/v1/messages/{reply_to}/reply", json=body)
@@ -118,6 +125,7 @@ class Outbound:
         text: str,
         reply_to: str | None = None,
         uuid: str | None = None,
+        in_thread: bool = False,
     ) -> list[str]:
         """Send (or reply with) text, split under Feishu's limit. Returns the message ids."""
         base = part_uuid_base(uuid or uuid_lib.uuid4().hex)
@@ -132,6 +140,7 @@ class Outbound:
                     content={"text": chunk},
                     reply_to=reply_to,
                     uuid=f"{base}-{i}",
+                    in_thread=in_thread,
                 )
             )
         return ids
@@ -144,6 +153,7 @@ class Outbound:
         card: dict[str, Any],
         reply_to: str | None = None,
         uuid: str | None = None,
+        in_thread: bool = False,
     ) -> str:
         return await self._create(
             connector_id,
@@ -153,6 +163,7 @@ class Outbound:
             content=card,
             reply_to=reply_to,
             uuid=uuid or uuid_lib.uuid4().hex,
+            in_thread=in_thread,
         )
 
     async def update_card(self, connector_id: int, *, message_id: str, card: dict[str, Any]) -> None:

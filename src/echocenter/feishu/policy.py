@@ -6,7 +6,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from echocenter.feishu.events import MessageEvent
-from echocenter.feishu.text import SUPPORTED_MESSAGE_TYPES, extract_text, mentions_bot, strip_prefix
+from echocenter.feishu.text import (
+    SUPPORTED_MESSAGE_TYPES,
+    extract_text,
+    mentions_bot,
+    resources_of,
+    strip_prefix,
+)
 
 
 class FilterReason(StrEnum):
@@ -66,11 +72,12 @@ def evaluate(settings: PolicySettings, event: MessageEvent, bot_open_id: str | N
     if event.message_type not in SUPPORTED_MESSAGE_TYPES:
         return Filtered(FilterReason.UNSUPPORTED_MESSAGE_TYPE)
     text = extract_text(event, bot_open_id)
-    if not text:
+    carries = bool(resources_of(event.message_type, event.content))  # an image or file: worth answering
+    if not text and not (carries and not settings.prefix_command):
         return Filtered(FilterReason.EMPTY_TEXT)
     command = strip_prefix(text, settings.prefix_command)
     if command is None:
         return Filtered(FilterReason.PREFIX_NOT_MATCHED)
-    if not command:
+    if not command and not carries:
         return Filtered(FilterReason.EMPTY_TEXT)
     return Allowed(command)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from echocenter.feishu.events import MessageEvent
 
-SUPPORTED_MESSAGE_TYPES = frozenset({"text", "post"})
+SUPPORTED_MESSAGE_TYPES = frozenset({"text", "post", "image", "file"})  # image/file: the Butler reads them
 _SPACES = re.compile(r"[ \t]+")
 
 
@@ -86,3 +87,34 @@ def strip_prefix(text: str, prefix: str) -> str | None:
     if rest and not rest[0].isspace():
         return None  # "/botany" does not start with the command "/bot"
     return rest.strip()
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    kind: str  # "image" | "file"
+    key: str
+    name: str = ""
+
+
+def resources_of(message_type: str, content: str) -> list[Resource]:
+    """The images and files a message carries (none for plain text)."""
+    try:
+        data: Any = json.loads(content) if content else {}
+    except ValueError:
+        return []
+    if not isinstance(data, dict):
+        return []
+    if message_type == "image" and isinstance(data.get("image_key"), str):
+        return [Resource("image", data["image_key"])]
+    if message_type == "file" and isinstance(data.get("file_key"), str):
+        return [Resource("file", data["file_key"], str(data.get("file_name") or "file"))]
+    if message_type == "post":
+        found = []
+        for paragraph in _post_body(data).get("content", []):
+            for element in paragraph if isinstance(paragraph, list) else []:
+                if isinstance(element, dict) and element.get("tag") == "img":
+                    key = element.get("image_key")
+                    if isinstance(key, str) and key:
+                        found.append(Resource("image", key))
+        return found
+    return []

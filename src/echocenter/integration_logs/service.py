@@ -45,6 +45,8 @@ class LogAction(StrEnum):
     UNKNOWN_CONNECTOR = "unknown_connector"  # an event for a connector that does not exist (any more)
     INBOX_REDRIVE = "inbox_redrive"  # an unfinished message taken up again after its lease ran out
     INBOX_FAILED = "inbox_failed"  # given up on after too many attempts (the reason is in the row)
+    STREAMING_FALLBACK = "streaming_fallback"  # CardKit refused: this connector's replies go as text
+    ATTACHMENT_REFUSED = "attachment_refused"  # an image or file the Butler could not read
 
 
 # The audit trail: who changed a connector and who decided what. Retention caps these separately from the

@@ -1,0 +1,63 @@
+"""Pure parts of issue 14: markdown from the model made inert, images and files found in messages and let
+through the policy, the streaming card's shape."""
+
+from __future__ import annotations
+
+import json
+
+from echocenter.feishu.attachments import image_type
+from echocenter.feishu.policy import Allowed, Filtered, FilterReason, PolicySettings, evaluate
+from echocenter.feishu.streaming import ELEMENT_ID, streaming_card
+from echocenter.feishu.text import Resource, resources_of
+from echocenter.feishu.untrusted import inert_markdown
+from tests.unit.test_policy import BOT, message
+
+
+def test_model_markdown_keeps_formatting_but_no_mentions_or_disguised_links() -> None:
+    text = '**bold** `code` <at id="all"></at> [docs](https://evil.example) ![x](img_1) https://ok.example'
+    inert = inert_markdown(text)
+    assert "**bold**" in inert and "`code`" in inert and "https://ok.example" in inert
+    assert "<" not in inert and "[" not in inert and "]" not in inert
+
+
+def test_the_streaming_card_is_card_json_2_with_a_named_markdown_element() -> None:
+    card = streaming_card("<at id=all></at> hi")
+    assert card["schema"] == "2.0" and card["config"]["streaming_mode"] is True
+    assert card["config"]["update_multi"] is True
+    [element] = card["body"]["elements"]
+    assert element["tag"] == "markdown" and element["element_id"] == ELEMENT_ID
+    assert "<at" not in element["content"]
+
+
+def test_images_files_and_post_images_are_found() -> None:
+    assert resources_of("image", json.dumps({"image_key": "img_1"})) == [Resource("image", "img_1")]
+    assert resources_of("file", json.dumps({"file_key": "f_1", "file_name": "a.txt"})) == [
+        Resource("file", "f_1", "a.txt")
+    ]
+    post = {
+        "zh_cn": {
+            "title": "",
+            "content": [[{"tag": "text", "text": "see"}], [{"tag": "img", "image_key": "i"}]],
+        }
+    }
+    assert resources_of("post", json.dumps(post)) == [Resource("image", "i")]
+    assert resources_of("text", json.dumps({"text": "hi"})) == []
+    assert resources_of("image", "not json") == []
+
+
+def test_an_image_in_a_direct_chat_is_let_through_without_text() -> None:
+    image = message(
+        chat_type="p2p", mention_bot=False, message_type="image", content=json.dumps({"image_key": "k"})
+    )
+    assert evaluate(PolicySettings(), image, BOT) == Allowed("")
+    # with a prefix command only prefixed text is answered: an image alone has none
+    assert evaluate(PolicySettings(prefix_command="/bot"), image, BOT) == Filtered(FilterReason.EMPTY_TEXT)
+    empty = message(chat_type="p2p", mention_bot=False, message_type="image", content=json.dumps({}))
+    assert evaluate(PolicySettings(), empty, BOT) == Filtered(FilterReason.EMPTY_TEXT)
+
+
+def test_images_are_recognised_by_their_bytes() -> None:
+    assert image_type(b"\x89PNG\r\n\x1a\nrest") == "image/png"
+    assert image_type(b"\xff\xd8\xff\xe0") == "image/jpeg"
+    assert image_type(b"RIFF1234WEBPVP8 ") == "image/webp"
+    assert image_type(b"<svg onload=alert(1)>") is None
