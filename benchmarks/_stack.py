@@ -65,8 +65,11 @@ class Stack:
 
 
 @asynccontextmanager
-async def stack(*, noop_butler: bool = False, **connector: object) -> AsyncIterator[Stack]:
-    """Emulator and EchoCenter; ``noop_butler`` measures the ingress without the Butler's replies."""
+async def stack(
+    *, noop_butler: bool = False, env_extra: dict[str, str] | None = None, **connector: object
+) -> AsyncIterator[Stack]:
+    """Emulator and EchoCenter; ``noop_butler`` measures the ingress without the Butler's replies;
+    ``env_extra`` adds settings (e.g. an LLM brain)."""
     python = sys.executable
     emu_port, svc_port = free_port(), free_port()
     emulator_url, service_url = f"http://127.0.0.1:{emu_port}", f"http://127.0.0.1:{svc_port}"
@@ -84,6 +87,7 @@ async def stack(*, noop_butler: bool = False, **connector: object) -> AsyncItera
             "INITIAL_ADMIN_USER": "bench",
             "INITIAL_ADMIN_PASS": password,
             "LOG_LEVEL": "WARNING",
+            **(env_extra or {}),
         }
         try:
             processes.append(

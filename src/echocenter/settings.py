@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     butler_image_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
     butler_file_max_bytes: int = Field(default=64 * 1024, ge=1)  # text files up to this go to the model
     streaming_first_update_seconds: float = Field(default=0.3, ge=0)  # shorter answers stay plain text
-    streaming_min_interval_seconds: float = Field(default=0.125, gt=0)  # ≤ 8 CardKit calls/s per card
+    streaming_min_interval_seconds: float = Field(default=0.15, gt=0)  # < 7 CardKit calls/s a card
 
     approval_ttl: int = Field(default=600, ge=5, description="seconds a command waits for a decision")
     approval_sweep_seconds: float = Field(default=5.0, gt=0)

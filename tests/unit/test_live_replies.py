@@ -3,11 +3,14 @@ through the policy, the streaming card's shape."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
+import time
 
 from echocenter.feishu.attachments import image_type
 from echocenter.feishu.policy import Allowed, Filtered, FilterReason, PolicySettings, evaluate
-from echocenter.feishu.streaming import ELEMENT_ID, streaming_card
+from echocenter.feishu.streaming import ELEMENT_ID, Pace, streaming_card
 from echocenter.feishu.text import Resource, resources_of
 from echocenter.feishu.untrusted import inert_markdown
 from tests.unit.test_policy import BOT, message
@@ -61,3 +64,16 @@ def test_images_are_recognised_by_their_bytes() -> None:
     assert image_type(b"\xff\xd8\xff\xe0") == "image/jpeg"
     assert image_type(b"RIFF1234WEBPVP8 ") == "image/webp"
     assert image_type(b"<svg onload=alert(1)>") is None
+
+
+async def test_a_shared_pace_spaces_every_caller() -> None:
+    pace = Pace(0.05)
+    times: list[float] = []
+
+    async def call() -> None:
+        await pace.wait()
+        times.append(time.monotonic())
+
+    await asyncio.gather(*(call() for _ in range(4)))  # four callers at once: one slot each
+    gaps = [b - a for a, b in itertools.pairwise(sorted(times))]
+    assert all(gap >= 0.045 for gap in gaps), gaps  # never early (sleep does not return before its time)

@@ -50,7 +50,26 @@ log = logging.getLogger(__name__)
 
 ELEMENT_ID = "answer"
 CARDS_PATH = "/open-apis/cardkit/v1/cards"
+# CardKit's app-wide quota is 50/s and 1000/min: calls of all cards of one app are spaced to stay within
+# the per-minute figure, the stricter of the two.
+APP_CARDKIT_INTERVAL = 60 / 1000
 TextSink = Callable[[str], None]
+
+
+class Pace:
+    """Calls at least ``interval`` apart: each caller reserves the next slot before it waits, so callers
+    sharing one Pace (the cards of one app) never bunch up."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._next = 0.0
+
+    async def wait(self) -> None:
+        now = time.monotonic()
+        slot = max(now, self._next)
+        self._next = slot + self._interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
 
 
 def streaming_card(text: str) -> dict[str, Any]:
@@ -73,18 +92,19 @@ class CardStream:
         *,
         first_update_after: float,
         min_interval: float,
+        app_pace: Pace,
     ) -> None:
         self._streams = streams
         self._message = message
         self._client = client
         self._first_after = first_update_after
-        self._interval = min_interval
+        self._card_pace = Pace(min_interval)
+        self._app_pace = app_pace
         self._text = ""
         self._shown: str | None = None
         self._changed = asyncio.Event()
         self._finished = False
         self._pump: asyncio.Task[None] | None = None
-        self._last_call = 0.0
         self._sequence = 0
         self._epoch = 0.0  # when the card entity was created (wall clock): sequences grow from it
         self.card_id: str | None = None
@@ -155,11 +175,10 @@ class CardStream:
                 await asyncio.wait_for(self._changed.wait(), left)
 
     async def _paced(self) -> None:
-        """Keep CardKit calls on this card at least ``min_interval`` apart (Feishu: 10/s per card)."""
-        wait = self._last_call + self._interval - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        self._last_call = time.monotonic()
+        """CardKit calls on this card at least ``min_interval`` apart (Feishu: 10/s per card), and within
+        the app's CardKit quota across all its cards."""
+        await self._card_pace.wait()
+        await self._app_pace.wait()
 
     def _next_sequence(self) -> int:
         # Strictly increasing, also across a re-drive on another instance: milliseconds since the card
@@ -239,7 +258,7 @@ class CardStreams:
         outbound: Outbound,
         *,
         first_update_after: float = 0.3,
-        min_interval: float = 0.125,
+        min_interval: float = 0.15,
     ) -> None:
         self._sessions = sessions
         self._clients = clients  # anything with .openapi(connector_id) (the bridge)
@@ -247,6 +266,7 @@ class CardStreams:
         self._first_after = first_update_after
         self._interval = min_interval
         self._refused: set[int] = set()
+        self._app_paces: dict[int, Pace] = {}
 
     def open(self, message: InboundMessage) -> CardStream | None:
         """A stream for this answer, or None (no client, or CardKit refused for this connector)."""
@@ -255,8 +275,14 @@ class CardStreams:
         client: OpenApiClient | None = self._clients.openapi(message.connector_id)
         if client is None:
             return None
+        app_pace = self._app_paces.setdefault(message.connector_id, Pace(APP_CARDKIT_INTERVAL))
         return CardStream(
-            self, message, client, first_update_after=self._first_after, min_interval=self._interval
+            self,
+            message,
+            client,
+            first_update_after=self._first_after,
+            min_interval=self._interval,
+            app_pace=app_pace,
         )
 
     async def refused(self, connector_id: int, exc: Exception) -> None:

@@ -6,7 +6,8 @@ const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "echocenter.token";
 const SECRET_FIELDS = ["app_secret", "verification_token", "encrypt_key"];
 const LIST_FIELDS = ["allowed_chat_ids", "user_whitelist", "approvers"];
-const BOOL_FIELDS = ["allow_dm", "allow_group_mention", "mention_required", "ignore_bot_messages", "callback_enabled"];
+const BOOL_FIELDS = ["allow_dm", "allow_group_mention", "mention_required", "ignore_bot_messages", "callback_enabled",
+                     "streaming_replies"];
 const LOG_ACTIONS = ["create_connector", "update_connector", "delete_connector", "verify_callback",
   "enable_connector", "disable_connector", "ws_connecting", "ws_connected", "ws_disconnected", "ws_client_error",
   "ws_filtered", "ws_routed", "ws_event_ignored", "ws_outbound", "ws_auth_card", "ws_auth_card_decision",
@@ -159,6 +160,7 @@ function fillForm(c) {
   form.connector_name.value = c ? c.connector_name : "Feishu";
   form.app_id.value = c ? c.app_id || "" : "";
   form.prefix_command.value = c ? c.prefix_command : "";
+  form.thinking_reaction.value = c ? c.thinking_reaction : "OnIt";
   form.rate_limit_per_minute.value = c ? c.rate_limit_per_minute : 30;
   for (const name of BOOL_FIELDS) form[name].checked = c ? c[name] : name !== "callback_enabled";
   for (const name of LIST_FIELDS) form[name].value = c ? c[name].join("\n") : "";
@@ -232,6 +234,7 @@ function formBody() {
     connector_name: form.connector_name.value.trim(),
     app_id: form.app_id.value.trim(),
     prefix_command: form.prefix_command.value.trim(),
+    thinking_reaction: form.thinking_reaction.value.trim(),
     rate_limit_per_minute: form.rate_limit_per_minute.value === "" ? null : Number(form.rate_limit_per_minute.value),
   };
   for (const name of BOOL_FIELDS) body[name] = form[name].checked;
