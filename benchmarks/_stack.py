@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -37,6 +38,17 @@ async def wait_http(url: str, timeout: float = 30) -> None:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.1)
+
+
+async def poll(probe: Any, timeout: float = 30) -> Any:
+    """``probe()`` until it returns something truthy; TimeoutError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await probe()
+        if value:
+            return value
+        await asyncio.sleep(0.02)
+    raise TimeoutError("benchmark step did not complete")
 
 
 def peak_rss_mib(pid: int) -> float:

@@ -18,10 +18,9 @@ import asyncio
 import os
 import statistics
 import sys
-import time
 from typing import Any
 
-from _stack import Stack, peak_rss_mib, stack
+from _stack import Stack, peak_rss_mib, poll, stack
 
 from echocenter.agents.example import run_agent
 
@@ -29,13 +28,7 @@ AGENT = "bench-agent"
 
 
 async def _wait(probe: Any, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await probe()
-        if value:
-            return value
-        await asyncio.sleep(0.02)
-    raise TimeoutError("benchmark step did not complete")
+    return await poll(probe, timeout)
 
 
 async def one_story(s: Stack, i: int) -> float:

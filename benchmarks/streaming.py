@@ -19,25 +19,18 @@ import asyncio
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the fake model lives in tests/support
 
-from _stack import Stack, stack
+from _stack import Stack, poll, stack
 from tests.support.fake_openai import FakeOpenAI, text_answer
 from tests.support.live import serve
 
 
 async def _wait(probe: Any, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await probe()
-        if value:
-            return value
-        await asyncio.sleep(0.02)
-    raise TimeoutError("benchmark step did not complete")
+    return await poll(probe, timeout)
 
 
 async def one_reply(s: Stack, fake: FakeOpenAI, words: int) -> tuple[float, int, int]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 from playwright.async_api import Browser, expect
 
 from tests.browser.conftest import shot
 from tests.e2e.conftest import create_verified_connector, e2e_settings, serve_echocenter
+from tests.e2e.test_streaming import PNG
 from tests.support.databases import fresh_database
 from tests.support.emulator import RunningEmulator
 from tests.support.fake_openai import FakeOpenAI, text_answer
@@ -49,3 +51,37 @@ async def test_a_streamed_reply_grows_on_the_chat_page(
             await expect(card).not_to_have_class("msg card streaming")
             await shot(page, "21-emulator-streamed")
             await page.close()
+
+
+async def test_the_chat_page_shows_threads_images_and_reactions(
+    browser: Browser, emu: RunningEmulator
+) -> None:
+    """Without a Butler: the page draws what the emulator holds (a thread reply, an image, a reaction)."""
+    root = await emu.control(
+        "POST", "/messages", {"chat_id": "oc_ops", "sender": "ou_alice", "text": "topic"}
+    )
+    await emu.control(
+        "POST",
+        "/messages",
+        {"chat_id": "oc_ops", "sender": "ou_bob", "text": "in the thread", "thread_of": root["message_id"]},
+    )
+    png = base64.b64encode(PNG).decode()
+    image = {"chat_id": "oc_ops", "sender": "ou_alice", "message_type": "image", "resource_base64": png}
+    await emu.control("POST", "/messages", {**image, "resource_content_type": "image/png"})
+    token = await emu.token()
+    reacted = await emu.http.post(
+        f"/open-apis/im/v1/messages/{root['message_id']}/reactions",
+        json={"reaction_type": {"emoji_type": "OnIt"}},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert reacted.json()["code"] == 0
+    page = await browser.new_page()
+    await page.goto(emu.url + "/")
+    await page.select_option("#chat", "oc_ops")
+    await expect(page.locator(".msg.in-thread", has_text="in the thread")).to_be_visible()
+    await expect(page.locator(f'[data-message-id="{root["message_id"]}"] .reactions')).to_contain_text("OnIt")
+    picture = page.locator(".msg img").last
+    await expect(picture).to_be_visible()
+    assert await picture.evaluate("img => img.naturalWidth") == 1  # the one-pixel PNG really loaded
+    await shot(page, "22-emulator-thread-image-reaction")
+    await page.close()

@@ -313,3 +313,39 @@ async def test_a_redriven_streamed_answer_reuses_its_card(live: Live) -> None:
         assert sequences == sorted(set(sequences))
     finally:
         await engine.dispose()
+
+
+async def test_a_post_with_an_image_brings_its_text_and_image_to_the_model(
+    database: Database, tmp_path: Path, emu: RunningEmulator
+) -> None:
+    async with live_story(database, tmp_path, emu, butler_vision=True) as (story, fake):
+        fake.answers.append(text_answer("Looks fine."))
+        sent = await story.emu.control(
+            "POST",
+            "/messages",
+            {
+                "chat_id": "oc_ops",
+                "sender": "ou_alice",
+                "text": "is this chart fine?",
+                "message_type": "post",
+                "mention_bot": True,
+                "resource_base64": base64.b64encode(PNG).decode(),
+                "resource_content_type": "image/png",
+            },
+        )
+        await story.reply_to(sent["message_id"])
+        parts = fake.requests[0]["body"]["messages"][-1]["content"]
+        assert parts[0] == {"type": "text", "text": "is this chart fine?"}
+        assert parts[1]["image_url"]["url"].startswith("data:image/png;base64,")
+
+
+async def test_an_image_that_is_not_one_is_refused(
+    database: Database, tmp_path: Path, emu: RunningEmulator
+) -> None:
+    async with live_story(database, tmp_path, emu, butler_vision=True) as (story, fake):
+        message_id = await send_resource(
+            story, "image", b"<svg onload=alert(1)>", resource_content_type="image/png"
+        )
+        reply = await eventually(reply_in_dm(story, message_id))
+        assert "not one I can read" in reply["content"]["text"]
+        assert fake.requests == []
