@@ -9,8 +9,9 @@ import json
 import time
 
 from echocenter.feishu.attachments import image_type
+from echocenter.feishu.openapi import FeishuError
 from echocenter.feishu.policy import Allowed, Filtered, FilterReason, PolicySettings, evaluate
-from echocenter.feishu.streaming import ELEMENT_ID, Pace, streaming_card
+from echocenter.feishu.streaming import ELEMENT_ID, Pace, _is_refusal, streaming_card
 from echocenter.feishu.text import Resource, resources_of
 from echocenter.feishu.untrusted import inert_markdown
 from tests.unit.test_policy import BOT, message
@@ -77,3 +78,11 @@ async def test_a_shared_pace_spaces_every_caller() -> None:
     await asyncio.gather(*(call() for _ in range(4)))  # four callers at once: one slot each
     gaps = [b - a for a, b in itertools.pairwise(sorted(times))]
     assert all(gap >= 0.045 for gap in gaps), gaps  # never early (sleep does not return before its time)
+
+
+def test_only_a_refusal_turns_cardkit_off_for_a_connector() -> None:
+    no_scope = FeishuError("api", "denied", feishu_code=99991672, http_status=400)
+    assert _is_refusal(no_scope)
+    assert not _is_refusal(FeishuError("api", "busy", feishu_code=1, http_status=500))
+    assert not _is_refusal(FeishuError("api", "slow down", feishu_code=99991400, http_status=429))
+    assert not _is_refusal(FeishuError("network", "unreachable"))

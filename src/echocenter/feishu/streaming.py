@@ -41,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from echocenter.butler.interface import InboundMessage
 from echocenter.db.models import LogLevel, StreamedReply
 from echocenter.db.types import utcnow
-from echocenter.feishu.openapi import FeishuError, OpenApiClient
+from echocenter.feishu.openapi import RATE_LIMIT_CODES, FeishuError, OpenApiClient
 from echocenter.feishu.outbound import Outbound, OutboundError
 from echocenter.feishu.untrusted import inert_markdown
 from echocenter.integration_logs.service import LogAction, record_now
@@ -248,6 +248,15 @@ class CardStream:
         )
 
 
+def _is_refusal(exc: Exception) -> bool:
+    if isinstance(exc, OutboundError):
+        exc = exc.__cause__ if isinstance(exc.__cause__, FeishuError) else exc
+    if not isinstance(exc, FeishuError) or exc.kind != "api":
+        return False
+    status = exc.http_status or 400
+    return status < 500 and status != 429 and exc.feishu_code not in RATE_LIMIT_CODES
+
+
 class CardStreams:
     """Opens a ``CardStream`` per answer, remembers which connectors CardKit refused."""
 
@@ -286,6 +295,11 @@ class CardStreams:
         )
 
     async def refused(self, connector_id: int, exc: Exception) -> None:
+        """This reply goes as text. Feishu *refusing* CardKit (a 4xx code: no scope, not allowed) also
+        turns it off for the connector until restart; a 5xx or a network error does not."""
+        if not _is_refusal(exc):
+            log.warning("stream_card_failed connector_id=%s error=%s", connector_id, exc)
+            return
         if connector_id in self._refused:
             return
         self._refused.add(connector_id)
