@@ -112,8 +112,12 @@ async def _ensure_first_admin(runtime: Runtime) -> None:
         log_event(log, "initial_admin_created", username="admin", password_file=str(path))
 
 
+def llm_configured(settings: Settings) -> bool:
+    return bool(settings.butler_base_url and settings.butler_api_token and settings.butler_model)
+
+
 def make_brain(settings: Settings) -> Brain:
-    if settings.butler_base_url and settings.butler_api_token and settings.butler_model:
+    if llm_configured(settings):
         return LLMBrain(
             base_url=settings.butler_base_url,
             api_token=settings.butler_api_token,
@@ -136,7 +140,8 @@ def live_parts(settings: Settings, sessions: Any, bridge: FeishuBridge, outbound
         "reactions": Reactions(bridge),
         "attachments": AttachmentReader(
             bridge,
-            vision=settings.butler_vision,
+            # only a model sees: the rule brain says it cannot, whatever BUTLER_VISION says
+            vision=settings.butler_vision and llm_configured(settings),
             image_max_bytes=settings.butler_image_max_bytes,
             file_max_bytes=settings.butler_file_max_bytes,
         ),

@@ -349,3 +349,16 @@ async def test_an_image_that_is_not_one_is_refused(
         reply = await eventually(reply_in_dm(story, message_id))
         assert "not one I can read" in reply["content"]["text"]
         assert fake.requests == []
+
+
+async def test_a_refused_command_mid_stream_still_closes_the_card(live: Live) -> None:
+    story, fake = live
+    answer = tool_answer("no-such-agent", "uptime", "asked")  # no agent by that name: refused, no approval
+    answer["content"] = LONG
+    fake.answers.append(answer)
+    message_id = await story.say("uptime on no-such-agent")
+    streamed = await streamed_card(story, message_id)
+    assert streamed["card"]["card"]["body"]["elements"][0]["content"] == inert_markdown(LONG)
+    refusal = await story.reply_to(message_id)
+    assert refusal["content"]["text"].startswith("I cannot ask for that")
+    assert await story.approvals() == []

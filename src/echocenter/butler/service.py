@@ -182,9 +182,11 @@ class ButlerService:
             )
             try:
                 reply = await self._brain.respond(context)
-            except BrainError as exc:
+            except BaseException as exc:  # the card (if one is showing) stops typing, whatever happened
                 if stream is not None:
                     await stream.abort()
+                if not isinstance(exc, BrainError):
+                    raise
                 await record_now(
                     self._sessions,
                     connector_id=message.connector_id,
@@ -195,6 +197,8 @@ class ButlerService:
                 )
                 await self._say(message, APOLOGY)
                 return
+            # The stream ends before anything else is said: a command (or its refusal) follows the card.
+            on_card = stream is not None and await stream.finish()
             command = reply.command
             if command is not None and (refusal := await self._refusal(command)):
                 await record_now(
@@ -213,7 +217,6 @@ class ButlerService:
                 return
             if found.problems:  # part of it could not be read: say so, then answer the rest
                 await self._say(message, " ".join(found.problems), key="unreadable")
-            on_card = stream is not None and await stream.finish()  # a command ends the stream first
             if on_card:
                 await self._remember(conversation_id, reply.text, message, kind="reply")
             elif reply.text:
