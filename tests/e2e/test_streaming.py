@@ -362,3 +362,19 @@ async def test_a_refused_command_mid_stream_still_closes_the_card(live: Live) ->
     refusal = await story.reply_to(message_id)
     assert refusal["content"]["text"].startswith("I cannot ask for that")
     assert await story.approvals() == []
+
+
+async def test_an_answer_longer_than_a_card_holds_continues_as_text(live: Live) -> None:
+    story, fake = live
+    fake.token_delay = 0.005
+    lines = [f"line {i:03d} " + "x" * 70 for i in range(400)]  # about 32 KB: more than a card holds
+    fake.answers.append(text_answer("\n".join(lines)))
+    message_id = await story.say("a very long answer")
+    card = (await streamed_card(story, message_id))["card"]
+    shown = card["card"]["body"]["elements"][0]["content"]
+    assert shown.startswith("line 000") and shown.endswith("…")
+    rest = (await story.reply_to(message_id))["content"]["text"]
+    assert rest.endswith(lines[-1])
+    assert shown.removesuffix("\n\n…").rstrip("\n").split("\n")[-1] in lines  # cut at a line end
+    last_on_card = shown.removesuffix("\n\n…").split("\n")[-1]
+    assert rest.startswith(lines[lines.index(last_on_card) + 1])  # nothing lost, nothing twice

@@ -11,7 +11,15 @@ import time
 from echocenter.feishu.attachments import image_type
 from echocenter.feishu.openapi import FeishuError
 from echocenter.feishu.policy import Allowed, Filtered, FilterReason, PolicySettings, evaluate
-from echocenter.feishu.streaming import ELEMENT_ID, Pace, _is_refusal, streaming_card
+from echocenter.feishu.streaming import (
+    CARD_TEXT_LIMIT_BYTES,
+    ELEMENT_ID,
+    MORE_BELOW,
+    Pace,
+    _is_refusal,
+    split_for_card,
+    streaming_card,
+)
 from echocenter.feishu.text import Resource, resources_of
 from echocenter.feishu.untrusted import inert_markdown
 from tests.unit.test_policy import BOT, message
@@ -86,3 +94,12 @@ def test_only_a_refusal_turns_cardkit_off_for_a_connector() -> None:
     assert not _is_refusal(FeishuError("api", "busy", feishu_code=1, http_status=500))
     assert not _is_refusal(FeishuError("api", "slow down", feishu_code=99991400, http_status=429))
     assert not _is_refusal(FeishuError("network", "unreachable"))
+
+
+def test_an_answer_longer_than_a_card_is_split_at_a_line_end_within_the_limit() -> None:
+    text = "\n".join("<" * 50 for _ in range(400))  # made inert, each "<" takes 3 bytes
+    shown, rest = split_for_card(text)
+    assert len(inert_markdown(shown).encode()) <= CARD_TEXT_LIMIT_BYTES
+    assert shown.endswith("…") and shown.removesuffix(MORE_BELOW).endswith("<")
+    assert shown.removesuffix(MORE_BELOW) + "\n" + rest == text
+    assert split_for_card("short") == ("short", "")

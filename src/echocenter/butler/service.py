@@ -26,6 +26,7 @@ from echocenter.feishu.attachments import AttachmentReader, Attachments
 from echocenter.feishu.outbound import Outbound
 from echocenter.feishu.reactions import Reactions
 from echocenter.feishu.streaming import CardStream, CardStreams
+from echocenter.feishu.untrusted import inert
 from echocenter.integration_logs.service import LogAction, record_now
 from echocenter.runtime import Runtime
 
@@ -218,6 +219,8 @@ class ButlerService:
             if found.problems:  # part of it could not be read: say so, then answer the rest
                 await self._say(message, " ".join(found.problems), key="unreadable")
             if on_card:
+                if stream is not None and stream.overflow:  # longer than a card holds: the rest as text
+                    await self._say(message, inert(stream.overflow), key="more")
                 await self._remember(conversation_id, reply.text, message, kind="reply")
             elif reply.text:
                 await self._say(message, reply.text)

@@ -430,6 +430,13 @@ class OpenApi:
             raise ApiError(INVALID_PARAM, "element not found in the card")
         if not card.streaming_mode:
             raise ApiError(STREAMING_CLOSED, "the card is not in streaming mode")
+        if (
+            len(json.dumps(card.card, ensure_ascii=False).encode())
+            - len(element.get("content", "").encode())
+            + len(content.encode())
+            > CARD_LIMIT_BYTES
+        ):
+            raise ApiError(TOO_LONG, f"the card would exceed {CARD_LIMIT_BYTES} bytes")
         card.last_sequence = sequence
         element["content"] = content
         card.calls.append({"op": "content", "at": time.time(), "sequence": sequence, "content": content})

@@ -53,6 +53,9 @@ CARDS_PATH = "/open-apis/cardkit/v1/cards"
 # CardKit's app-wide quota is 50/s and 1000/min: calls of all cards of one app are spaced to stay within
 # the per-minute figure, the stricter of the two.
 APP_CARDKIT_INTERVAL = 60 / 1000
+# A card holds at most 30 KB of JSON: the answer on it is kept well under that, the rest follows as text.
+CARD_TEXT_LIMIT_BYTES = 24 * 1024
+MORE_BELOW = "\n\n…"
 TextSink = Callable[[str], None]
 
 
@@ -70,6 +73,22 @@ class Pace:
         self._next = slot + self._interval
         if slot > now:
             await asyncio.sleep(slot - now)
+
+
+def split_for_card(text: str, limit: int = CARD_TEXT_LIMIT_BYTES) -> tuple[str, str]:
+    """The part of ``text`` a card shows (cut at a line end where possible, measured as the card will
+    hold it, i.e. made inert) and what is left for text replies."""
+    if len(inert_markdown(text).encode()) <= limit:
+        return text, ""
+    budget, used, end = limit - len(MORE_BELOW.encode()), 0, 0
+    for end, char in enumerate(text):  # noqa: B007 - ``end`` is where the budget ran out
+        used += len(inert_markdown(char).encode())
+        if used > budget:
+            break
+    head = text[:end]
+    cut = head.rfind("\n")
+    head = head[:cut] if cut > len(head) // 2 else head
+    return head + MORE_BELOW, text[len(head) :].lstrip("\n")
 
 
 def streaming_card(text: str) -> dict[str, Any]:
@@ -108,6 +127,7 @@ class CardStream:
         self._sequence = 0
         self._epoch = 0.0  # when the card entity was created (wall clock): sequences grow from it
         self.card_id: str | None = None
+        self.overflow = ""  # what did not fit on the card: the caller sends it as text
         self.failed = False
         self.first_text_at: float | None = None  # monotonic, for the benchmark
         self.first_shown_at: float | None = None
@@ -133,7 +153,8 @@ class CardStream:
             await self._pump
         if self.card_id is None:
             return False
-        await self._put(self._text)
+        shown, self.overflow = split_for_card(self._text)
+        await self._put(shown)
         await self._close()
         return True
 
@@ -160,9 +181,10 @@ class CardStream:
             return
         while not self._finished:
             self._changed.clear()
-            if self._text != self._shown:
+            shown = split_for_card(self._text)[0]
+            if shown != self._shown:
                 try:
-                    await self._put(self._text)
+                    await self._put(shown)
                 except FeishuError as exc:  # ephemeral: the next update (or the final one) replaces it
                     log.warning("stream_update_failed card_id=%s error=%s", self.card_id, exc)
             await self._changed.wait()
@@ -188,7 +210,7 @@ class CardStream:
 
     async def _open(self) -> None:
         message = self._message
-        text = self._text
+        text = split_for_card(self._text)[0]
         card_id, created, reused = await self._streams.card_for(
             message, self._client, lambda: self._create(text)
         )
