@@ -21,6 +21,10 @@ from echocenter.feishu.untrusted import inert
 log = logging.getLogger(__name__)
 
 
+def chat_card_uuid(approval: Approval) -> str:
+    return f"approval-card-{approval.request_id}"[:50]
+
+
 class CardDelivery:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], outbound: Outbound) -> None:
         self._sessions = sessions
@@ -45,11 +49,26 @@ class CardDelivery:
             chat_id=approval.chat_id,
             card=await self.card(approval),
             reply_to=reply_to,
-            uuid=f"approval-card-{approval.request_id}"[:50],
+            uuid=chat_card_uuid(approval),
             in_thread=in_thread,  # asked in a thread: the card goes to that thread
         )
         await self._remember(approval, card_id, f"chat:{approval.chat_id}")
         return card_id
+
+    async def recover_chat_card(self, approval: Approval) -> None:
+        """The chat's card went out from the outbox after its requester was gone (a restart): find its id by
+        the card's uuid and remember it, so clicks on it count and updates reach it."""
+        if approval.card_message_id or approval.connector_id is None:
+            return
+        card_id = await self._outbound.sent_message_id(approval.connector_id, chat_card_uuid(approval))
+        if not card_id:
+            return
+        async with self._sessions() as session:
+            await store.set_card(session, approval.id, card_id)
+            await copies.add(
+                session, approval_id=approval.id, message_id=card_id, audience=f"chat:{approval.chat_id}"
+            )
+        approval.card_message_id = card_id
 
     async def to_person(self, approval: Approval, open_id: str, *, purpose: str) -> str | None:
         """A DM with the card; None when it could not be sent (logged by Outbound)."""
@@ -120,6 +139,8 @@ class CardDelivery:
         async with lock:
             async with self._sessions() as session:
                 current = await store.get(session, approval.id)
+            await self.recover_chat_card(current)
+            async with self._sessions() as session:
                 card_ids = await copies.message_ids(session, current)
             card = await self.card(current)
             for card_id in card_ids:

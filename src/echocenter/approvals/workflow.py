@@ -46,10 +46,6 @@ def _toast(kind: str, content: str) -> dict[str, Any]:
     return {"type": kind, "content": content}
 
 
-def _card_uuid(approval: Approval) -> str:
-    return f"approval-card-{approval.request_id}"[:50]
-
-
 class ApprovalWorkflow:
     def __init__(
         self,
@@ -255,6 +251,7 @@ class ApprovalWorkflow:
         refused = refusal(connector, approval, clicker, decision)
         if refused is not None and refused.reason != "self approval":
             return await self._refuse_click(approval, clicker, refused.reason, refused.toast)
+        await self._cards.recover_chat_card(approval)  # sent from the outbox after a restart
         async with self._sessions() as session:
             card_ids = await copies.message_ids(session, approval)
         if not copies.is_one_of(event.open_message_id, card_ids):
@@ -477,20 +474,6 @@ class ApprovalWorkflow:
             log.warning("approval_result_not_sent approval_id=%s", approval.id)
 
     async def _refresh_card(self, approval: Approval) -> None:
-        if approval.connector_id is None:
-            return
-        if not approval.card_message_id:  # the card went out after a restart: its id is in the outbox
-            card_id = await self._outbound.sent_message_id(approval.connector_id, _card_uuid(approval))
-            if card_id:
-                async with self._sessions() as session:
-                    await store.set_card(session, approval.id, card_id)
-                    await copies.add(
-                        session,
-                        approval_id=approval.id,
-                        message_id=card_id,
-                        audience=f"chat:{approval.chat_id}",
-                    )
-                approval.card_message_id = card_id
         await self._cards.refresh_all(approval)
 
     # --- time and restarts --------------------------------------------------------------------------
