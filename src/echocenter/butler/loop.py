@@ -39,10 +39,11 @@ from echocenter.agents.commands import is_allowed
 from echocenter.agents.hub import AgentHub
 from echocenter.approvals.states import FINAL, ApprovalStatus
 from echocenter.approvals.workflow import ApprovalWorkflow
-from echocenter.butler.brains import Brain, BrainContext, BrainError, BrainReply, ToolCall, Turn
+from echocenter.butler.brains import Brain, BrainContext, BrainReply, ToolCall, Turn
 from echocenter.butler.command_check import problem_with, unknown_agent
 from echocenter.butler.interface import InboundMessage
 from echocenter.butler.memory import fit
+from echocenter.butler.thinking import think
 from echocenter.db.models import (
     Approval,
     ButlerLoop,
@@ -537,22 +538,10 @@ class AgentLoop:
         context = await self._context(loop, message, attachments)
         if stream is not None:
             context = replace(context, stream=stream.push)
-        try:
-            reply = await self._brain.respond(context)
-        except BaseException as exc:  # the card (if one is showing) stops typing, whatever happened
-            if stream is not None:
-                await stream.abort()
-            if not isinstance(exc, BrainError):
-                raise
-            await record_now(
-                self._sessions,
-                connector_id=message.connector_id,
-                action=LogAction.BUTLER_ERROR,
-                level=LogLevel.ERROR,
-                error=str(exc),
-                message_id=message.message_id,
-                step=turn,
-            )
+        reply = await think(
+            self._brain, context, stream=stream, sessions=self._sessions, message=message, step=turn
+        )
+        if reply is None:
             await self._give_up(loop, message, APOLOGY)
             return False
         # The stream ends before anything else is said: the approval cards of its calls follow the card.

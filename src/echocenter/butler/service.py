@@ -19,10 +19,11 @@ from echocenter.agents.commands import is_allowed, normalize
 from echocenter.agents.hub import AgentHub
 from echocenter.approvals.states import ApprovalStatus
 from echocenter.approvals.workflow import ApprovalWorkflow
-from echocenter.butler.brains import Brain, BrainContext, BrainError, CommandRequest, Turn
+from echocenter.butler.brains import Brain, BrainContext, CommandRequest, Turn
 from echocenter.butler.command_check import problem_with, unknown_agent
 from echocenter.butler.interface import InboundMessage
 from echocenter.butler.loop import AgentLoop, Spawn
+from echocenter.butler.thinking import think
 from echocenter.db.models import Approval, Conversation, ConversationTurn, FeishuConnector, LogLevel
 from echocenter.db.types import utcnow
 from echocenter.feishu.attachments import AttachmentReader, Attachments
@@ -219,23 +220,8 @@ class ButlerService:
                 stream=stream.push if stream is not None else None,
                 images=found.images,
             )
-            try:
-                thinking = time.monotonic()
-                reply = await self._brain.respond(context)
-                metrics.BRAIN_LATENCY.observe(time.monotonic() - thinking)
-            except BaseException as exc:  # the card (if one is showing) stops typing, whatever happened
-                if stream is not None:
-                    await stream.abort()
-                if not isinstance(exc, BrainError):
-                    raise
-                await record_now(
-                    self._sessions,
-                    connector_id=message.connector_id,
-                    action=LogAction.BUTLER_ERROR,
-                    level=LogLevel.ERROR,
-                    error=str(exc),
-                    message_id=message.message_id,
-                )
+            reply = await think(self._brain, context, stream=stream, sessions=self._sessions, message=message)
+            if reply is None:
                 await self._say(message, APOLOGY)
                 return
             # The stream ends before anything else is said: a command (or its refusal) follows the card.
