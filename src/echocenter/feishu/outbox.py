@@ -50,6 +50,7 @@ WAIT_POLL_SECONDS = (
 MAX_IN_FLIGHT = 500
 MAX_BACKOFF_SECONDS = 30.0
 CLAIM_COALESCE_SECONDS = 0.02
+MAX_RETRY_HOLD_SECONDS = 2.0  # a row whose delivery broke on the database is tried again at least this often
 
 
 class Clients(Protocol):
@@ -128,6 +129,7 @@ class Outbox:
         self._waiters: dict[int, asyncio.Future[tuple[bool, str]]] = {}  # (sent?, message id or error)
         self._claims = itertools.count(1)
         self._loop_task: asyncio.Task[None] | None = None
+        self._unsure_tokens: set[str] = set()  # claims a database error interrupted (see _lease)
 
     # --- writing and waiting ------------------------------------------------------------------------
     async def enqueue(self, rows: Sequence[NewRow]) -> list[int]:
@@ -232,6 +234,7 @@ class Outbox:
         while True:
             self._wake.clear()
             try:
+                await self._release_unsure()
                 for row in await self._claim(MAX_IN_FLIGHT - len(self._in_flight)):
                     task = asyncio.create_task(self._drain_lane(row), name=f"outbox-lane-{row.id}")
                     self._in_flight.add(task)
@@ -299,25 +302,48 @@ class Outbox:
         if self._postgres:
             query = query.with_for_update(skip_locked=True, of=o)
         token = f"{self.instance_id}:{next(self._claims)}"
+        # Until the rows are read back, a broken connection leaves it unknown whether the lease was written:
+        # the token is kept and its rows are given back once the database answers (not after LEASE_SECONDS).
         async with self._sessions() as session:
             ids = list(await session.scalars(query))
             if not ids:
                 await session.rollback()
                 return []
+            try:
+                await session.execute(
+                    update(o)
+                    .where(o.id.in_(ids), o.status == OutboxStatus.PENDING.value, _free(now))
+                    .values(lease_owner=token, lease_until=now + timedelta(seconds=LEASE_SECONDS))
+                )
+                rows = list(
+                    await session.scalars(
+                        select(o)
+                        .where(o.id.in_(ids), o.lease_owner == token)
+                        .order_by(o.id)
+                        .execution_options(populate_existing=True)
+                    )
+                )
+                await session.commit()
+            except BaseException:
+                self._unsure_tokens.add(token)
+                raise
+        return rows
+
+    async def _release_unsure(self) -> None:
+        """Give back the rows of claims whose outcome a database error hid (nobody here is sending them)."""
+        if not self._unsure_tokens:
+            return
+        tokens = sorted(self._unsure_tokens)
+        async with self._sessions() as session:
             await session.execute(
-                update(o)
-                .where(o.id.in_(ids), o.status == OutboxStatus.PENDING.value, _free(now))
-                .values(lease_owner=token, lease_until=now + timedelta(seconds=LEASE_SECONDS))
+                update(OutboxMessage)
+                .where(
+                    OutboxMessage.lease_owner.in_(tokens), OutboxMessage.status == OutboxStatus.PENDING.value
+                )
+                .values(lease_owner=None, lease_until=None)
             )
             await session.commit()
-            return list(
-                await session.scalars(
-                    select(o)
-                    .where(o.id.in_(ids), o.lease_owner == token)
-                    .order_by(o.id)
-                    .execution_options(populate_existing=True)
-                )
-            )
+        self._unsure_tokens.difference_update(tokens)
 
     def _quotas(self, row: OutboxMessage) -> list[Quota]:
         limits = self._limits
@@ -335,12 +361,59 @@ class Outbox:
         return [q for q in quotas if q is not None]
 
     async def _drain_lane(self, row: OutboxMessage | None) -> None:
-        """Send the lane's rows one after another while they are due and nobody else holds them."""
-        while row is not None and await self._deliver(row):
-            row = await self._claim_next_in_lane(row)
+        """Send the lane's rows one after another while they are due and nobody else holds them.
 
-    async def _deliver(self, row: OutboxMessage) -> bool:
-        """Send one row. True when it is done with (sent, or failed for good): its lane may go on."""
+        A row whose delivery broke on the database (away, or a connection cut mid-way) is still ours: it is
+        tried again here once the database answers, rather than left under its lease until that runs out —
+        the lease would hold up its whole lane (every later reply in the chat) for ``LEASE_SECONDS``."""
+        failures = 0
+        while row is not None:
+            done = await self._deliver(row)
+            if done is None:
+                failures += 1
+                if not await self._hold_again(row, failures):
+                    # Settled after all (a commit whose answer was lost), or taken by another sender once the
+                    # lease ran out (it sends it). A waiter here is told if it is settled.
+                    await self._tell_if_settled(row.id)
+                    return
+                continue
+            if not done:
+                return
+            failures = 0
+            lane = row.lane
+            try:
+                row = await self._claim_next_in_lane(row)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the sender loop claims the lane's next row on its next poll
+                log.exception("outbox_claim_failed lane=%s", lane)
+                return
+
+    async def _hold_again(self, row: OutboxMessage, failures: int) -> bool:
+        """Wait (capped backoff) until the database answers again, renewing the row's lease. False when the
+        row is no longer this claim's (its lease ran out and another sender took it, or it was settled)."""
+        while True:
+            await asyncio.sleep(min(MAX_RETRY_HOLD_SECONDS, 0.25 * 2.0 ** min(failures - 1, 6)))
+            try:
+                return await self._extend_lease(row, LEASE_SECONDS)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                failures += 1
+                log.warning("outbox_lease_not_renewed outbox_id=%s (database away)", row.id)
+
+    async def _tell_if_settled(self, row_id: int) -> None:
+        with contextlib.suppress(Exception):
+            async with self._sessions() as session:
+                row = await session.get(OutboxMessage, row_id, populate_existing=True)
+            if row is not None and row.status != OutboxStatus.PENDING.value:
+                sent = row.status == OutboxStatus.SENT.value
+                self._finished(row_id, sent, (row.sent_message_id if sent else row.error) or "")
+
+    async def _deliver(self, row: OutboxMessage) -> bool | None:
+        """Send one row. True when it is done with (sent, or failed for good): its lane may go on. False when
+        it waits for a later attempt (released with its backoff). None when the database failed on the way:
+        the row is still leased by this claim and should be tried again as soon as the database is back."""
         try:
             send_at = await self._pacer.reserve(self._quotas(row))
             delay = send_at - time.time()
@@ -365,8 +438,8 @@ class Outbox:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("outbox_deliver_failed outbox_id=%s", row.id)  # the lease runs out: tried again
-            return False
+            log.exception("outbox_deliver_failed outbox_id=%s", row.id)  # tried again by _drain_lane
+            return None
 
     async def _send(self, client: OpenApiClient, row: OutboxMessage) -> dict[str, Any]:
         if row.kind == "card_update":
@@ -391,14 +464,16 @@ class Outbox:
             attempts=1,
         )
 
-    async def _extend_lease(self, row: OutboxMessage, seconds: float) -> None:
+    async def _extend_lease(self, row: OutboxMessage, seconds: float) -> bool:
+        """False when the row is no longer this claim's (or no longer pending)."""
         async with self._sessions() as session:
-            await session.execute(
+            result = await session.execute(
                 update(OutboxMessage)
-                .where(self._mine(row))
+                .where(self._mine(row), OutboxMessage.status == OutboxStatus.PENDING.value)
                 .values(lease_until=utcnow() + timedelta(seconds=seconds))
             )
             await session.commit()
+        return bool(getattr(result, "rowcount", 1))
 
     async def _settle(
         self,
