@@ -14,7 +14,10 @@ async def test_ready_when_the_database_answers_and_migrations_are_current(server
         response = await anonymous.get("/api/health/ready")
         assert response.status_code == 200, response.text
         assert response.json() == {"status": "ready", "checks": {}}
-        assert (await anonymous.get("/api/health")).json() == {"status": "ok"}
+        live = (await anonymous.get("/api/health")).json()
+        # Liveness also says whether connections are being accepted (issue 15: EMFILE back-off).
+        assert live["status"] == "ok" and live["accepting_connections"] is True, live
+        assert live["accept_failures"] == 0 and live["open_files_limit"] > 0, live
 
 
 async def test_not_ready_while_the_schema_is_not_the_codes(server: Server) -> None:
