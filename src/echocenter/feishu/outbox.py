@@ -42,7 +42,9 @@ from echocenter.integration_logs.service import LogAction, record
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 60.0  # a sender that vanished frees its rows after this
+# A sender that vanished (kill -9) frees its rows after this; the lane (a chat) waits that long, so keep it
+# short. Above FEISHU_HTTP_TIMEOUT (one send), and renewed while a row waits for pacing or the database.
+LEASE_SECONDS = 15.0
 POLL_SECONDS = 1.0  # how often rows written or released elsewhere are looked for
 WAIT_POLL_SECONDS = (
     5.0  # PostgreSQL: how often a waiting caller re-reads its row (another instance may send it)
