@@ -174,7 +174,8 @@ async def test_commands_approved_on_any_instance_run_on_the_agent_another_instan
             pending = [a for a in await _approvals(cluster[0], status="PENDING") if a["card_message_id"]]
             return pending if len(pending) == 10 else []
 
-        pending = await eventually(ten_pending, timeout=15)
+        # Twenty sends in one chat (a reply and a card each), paced at Feishu's 5/s per chat: give it time.
+        pending = await eventually(ten_pending, timeout=45)
         # Approved on the instances that do not hold the agent: half by card click (delivered to a random
         # connection, maybe the holder's), half through another instance's admin API.
         for index, approval in enumerate(pending):
