@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from echocenter.db.engine import make_engine
 from echocenter.db.models import UNFINISHED, InboundMessage
 from tests.support.emulator import APP_ID, APP_SECRET, RunningEmulator
+from tests.support.waiting import eventually
 
 ADMIN = ("admin", "admin-password-1")
 COMMAND_AGENT = "chaos-agent"
@@ -140,14 +141,11 @@ async def create_connector(service: Service) -> int:
 
 
 async def wait_for(probe: Callable[[], Awaitable[Any]], *, timeout: float, what: str) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:g} s (last: {value!r})")
-        await asyncio.sleep(0.1)
+    """``eventually``, with what was awaited named in the failure."""
+    try:
+        return await eventually(probe, timeout=timeout, interval=0.1)
+    except AssertionError as exc:
+        raise AssertionError(f"{what}: {exc}") from None
 
 
 async def connections(emu: RunningEmulator) -> int:
