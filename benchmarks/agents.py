@@ -5,7 +5,8 @@ its database: 20,000 POSTs would only measure registration), and connects them f
 processes (``websockets`` clients like the example agent, a few thousand each, keepalive pings on). Prints:
 - the service's RSS at 1k / 5k / 10k / N connected, and the per-connection slope;
 - a heartbeat round: every agent sends one heartbeat as fast as its process can; the service's CPU time
-  and /api/health latency (p50/p99/max) while it is absorbed, and how long until the presence flush catches up;
+  and /api/health latency (p50/p99/max) while it is absorbed, and how long until the presence flush catches
+  up;
 - a steady window of 10 s heartbeats from every agent: connections closed by the service (must be 0),
   CPU share and health p50.
 
@@ -198,7 +199,9 @@ async def main(agents: int, per_process: int, window: float, interval: float) ->
         try:
             await wait_http(url + "/api/health", 120)
             async with httpx.AsyncClient(base_url=url, timeout=10) as probe:  # 200 once migrated and serving
-                while (await probe.get("/api/health")).status_code != 200:
+                for _ in range(600):
+                    if (await probe.get("/api/health")).status_code == 200:
+                        break
                     await asyncio.sleep(0.2)
             tokens = await register(Path(data_dir) / "echocenter.db", agents)
             async with httpx.AsyncClient(base_url=url, timeout=120) as http:
