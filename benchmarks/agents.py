@@ -276,6 +276,7 @@ async def main(agents: int, per_process: int, window: float, interval: float) ->
                     f"p99 {pct(samples, 0.99):.1f} ms, max {max(samples):.1f} ms, "
                     f"online {page['online']}/{page['total']}, RSS {rss_mib(service.pid):.0f} MiB"
                 )
+                print("machine load (1/5/15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
                 # All agents leave: how fast the service lets go of them.
                 for client in clients:
