@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus, InvalidURI, WebSocketException
 
+from echocenter.errors import EchoCenterError
 from echocenter.logging_setup import log_event
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ AGENT_PATH = "/api/agents/ws"
 _WS_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 
 
-class AgentStop(Exception):
+class AgentStop(EchoCenterError):
     """What retrying cannot fix (a malformed URL, a refused token): the agent stops and says why."""
 
 

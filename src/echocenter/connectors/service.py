@@ -5,15 +5,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from datetime import timedelta
+from typing import Any, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from echocenter.connectors.schemas import ConnectorOut, ConnectorSettings
-from echocenter.connectors.status import StatusView
-from echocenter.db.models import FeishuConnector, LogLevel
+from echocenter.connectors.status import StatusView, status_view
+from echocenter.db.models import FeishuConnector, InboundMessage, LogLevel
 from echocenter.db.types import utcnow
 from echocenter.errors import Conflict, ConnectorNotVerified, InvalidRequest, NotFound
 from echocenter.feishu.openapi import FeishuError, request_tenant_token
@@ -65,6 +66,16 @@ def to_out(connector: FeishuConnector, view: StatusView) -> ConnectorOut:
         updated_at=connector.updated_at,
         **secrets,
     )
+
+
+async def outs(
+    session: AsyncSession, connectors: list[FeishuConnector], *, instance_timeout: float
+) -> list[ConnectorOut]:
+    """Connectors with their status combined over the live instances (one read for the whole list)."""
+    view = await status_view(
+        session, timeout=timedelta(seconds=instance_timeout), connector_ids=[c.id for c in connectors]
+    )
+    return [to_out(c, view) for c in connectors]
 
 
 def read_secret(box: SecretBox, connector: FeishuConnector, name: str) -> str | None:
@@ -280,3 +291,48 @@ async def delete_connector(session: AsyncSession, *, connector: FeishuConnector,
     )
     await session.delete(connector)
     await session.commit()
+
+
+class TextSender(Protocol):
+    """What sends the test message (feishu.outbound.Outbound): handed in, so this package imports no
+    transport. Raises OutboundError (a 409) when Feishu does not take the text within ``wait_seconds``."""
+
+    async def send_text(
+        self, connector_id: int, *, chat_id: str, text: str, wait_seconds: float | None = None
+    ) -> list[str]: ...
+
+
+async def _test_chat(session: AsyncSession, connector: FeishuConnector, chat_id: str | None) -> str:
+    """``chat_id`` if given, else the first allowed chat, else the chat of the latest inbound message."""
+    chat_id = chat_id or (connector.allowed_chat_ids[0] if connector.allowed_chat_ids else None)
+    if not chat_id:
+        chat_id = await session.scalar(
+            select(InboundMessage.chat_id)
+            .where(InboundMessage.connector_id == connector.id)
+            .order_by(InboundMessage.id.desc())
+            .limit(1)
+        )
+    if not chat_id:
+        raise Conflict(
+            "no chat to send to: give chat_id, set allowed_chat_ids, or write to the bot first",
+            field="chat_id",
+        )
+    return chat_id
+
+
+async def send_test_message(
+    session: AsyncSession,
+    *,
+    sender: TextSender,
+    connector: FeishuConnector,
+    chat_id: str | None,
+    text: str,
+    wait_seconds: float,
+) -> tuple[str, list[str]]:
+    """Really send ``text``; the chat it went to and Feishu's message ids."""
+    connector_id = connector.id
+    chat_id = await _test_chat(session, connector, chat_id)
+    await session.close()  # hold no connection while Feishu answers
+    return chat_id, await sender.send_text(
+        connector_id, chat_id=chat_id, text=text, wait_seconds=wait_seconds
+    )

@@ -6,12 +6,13 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from echocenter import metrics
+from echocenter.errors import UpstreamError
 
 TENANT_TOKEN_PATH = "/open-apis/auth/v3/tenant_access_token/internal"
 
@@ -23,19 +24,24 @@ _CODE_HINTS = {
 }
 
 
-@dataclass(slots=True)
-class FeishuError(Exception):
+class FeishuError(UpstreamError):
     """A failed Feishu call. ``kind`` is one of timeout, network, http, bad_response, api."""
 
-    kind: str
-    message: str
-    feishu_code: int | None = None
-    feishu_msg: str | None = None
-    http_status: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __str__(self) -> str:
-        return self.message
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        *,
+        feishu_code: int | None = None,
+        feishu_msg: str | None = None,
+        http_status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.feishu_code = feishu_code
+        self.feishu_msg = feishu_msg
+        self.http_status = http_status
+        self.extra: dict[str, Any] = {}
 
     def detail(self) -> dict[str, Any]:
         return {

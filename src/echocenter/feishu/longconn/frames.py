@@ -16,6 +16,8 @@ from typing import Any
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 
+from echocenter.errors import MalformedData
+
 __all__ = [
     "Frame",
     "FrameError",
@@ -40,7 +42,7 @@ class FrameType(StrEnum):
     CARD = "card"
 
 
-class FrameError(ValueError):
+class FrameError(MalformedData):
     """Bytes that are not a valid frame."""
 
 
