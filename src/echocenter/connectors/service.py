@@ -191,52 +191,12 @@ async def verify_connector(
     session: AsyncSession, *, runtime: Runtime, connector: FeishuConnector, actor: str
 ) -> Verification:
     """Ask Feishu for a tenant token with the stored credentials; only a code-0 token verifies."""
-    if not connector.app_id:
-        raise InvalidRequest("app_id is empty: set the App ID before verifying", field="app_id")
-    secret = read_secret(runtime.secrets, connector, "app_secret")
-    if not secret:
-        raise InvalidRequest("app_secret is not set: set the App Secret before verifying", field="app_secret")
-
+    app_id, secret = _credentials(runtime.secrets, connector)
     # What the check is made with; the result is stored only if these are still the stored credentials.
-    checked = {"app_id": connector.app_id, "app_secret_enc": connector.app_secret_enc}
-    settings = runtime.settings
+    checked = {"app_id": app_id, "app_secret_enc": connector.app_secret_enc}
     await session.commit()  # hold no transaction while Feishu answers (up to FEISHU_HTTP_TIMEOUT)
-    try:
-        token = await request_tenant_token(
-            runtime.http,
-            base_url=settings.feishu_base_url,
-            app_id=connector.app_id,
-            app_secret=secret,
-            timeout=settings.feishu_http_timeout,
-        )
-    except FeishuError as exc:
-        result = Verification(ok=False, message=exc.message, detail=exc.detail())
-    else:
-        result = Verification(
-            ok=True,
-            message="Feishu accepted the App ID and App Secret",
-            detail={"token_expires_in": token.expire_seconds},
-        )
-
-    now = utcnow()
-    applied = await session.execute(
-        update(FeishuConnector)
-        .where(
-            FeishuConnector.id == connector.id,
-            FeishuConnector.app_id == checked["app_id"],
-            FeishuConnector.app_secret_enc == checked["app_secret_enc"],
-        )
-        .values(
-            callback_verified=result.ok,
-            last_verified_at=now if result.ok else None,
-            last_error=None if result.ok else result.message,
-            updated_at=now,
-            **({} if result.ok else {"enabled": False}),
-        )
-        .execution_options(synchronize_session=False)
-    )
-    stale = applied.rowcount == 0  # type: ignore[attr-defined]
-    if stale:
+    result = await _ask_feishu(runtime, app_id, secret)
+    if not await _store_verification(session, connector.id, checked, result):
         result = Verification(
             ok=False,
             message="the credentials changed while they were being verified: verify again",
@@ -250,12 +210,65 @@ async def verify_connector(
         actor=actor,
         ok=result.ok,
         message=result.message,
-        base_url=settings.feishu_base_url,
+        base_url=runtime.settings.feishu_base_url,
         **result.detail,
     )
     await session.commit()
     await session.refresh(connector)
     return result
+
+
+def _credentials(box: SecretBox, connector: FeishuConnector) -> tuple[str, str]:
+    if not connector.app_id:
+        raise InvalidRequest("app_id is empty: set the App ID before verifying", field="app_id")
+    secret = read_secret(box, connector, "app_secret")
+    if not secret:
+        raise InvalidRequest("app_secret is not set: set the App Secret before verifying", field="app_secret")
+    return connector.app_id, secret
+
+
+async def _ask_feishu(runtime: Runtime, app_id: str, secret: str) -> Verification:
+    settings = runtime.settings
+    try:
+        token = await request_tenant_token(
+            runtime.http,
+            base_url=settings.feishu_base_url,
+            app_id=app_id,
+            app_secret=secret,
+            timeout=settings.feishu_http_timeout,
+        )
+    except FeishuError as exc:
+        return Verification(ok=False, message=exc.message, detail=exc.detail())
+    return Verification(
+        ok=True,
+        message="Feishu accepted the App ID and App Secret",
+        detail={"token_expires_in": token.expire_seconds},
+    )
+
+
+async def _store_verification(
+    session: AsyncSession, connector_id: int, checked: dict[str, Any], result: Verification
+) -> bool:
+    """Store the outcome if the credentials are still those checked; False when they changed meanwhile.
+    A failure also disables the connector."""
+    now = utcnow()
+    applied = await session.execute(
+        update(FeishuConnector)
+        .where(
+            FeishuConnector.id == connector_id,
+            FeishuConnector.app_id == checked["app_id"],
+            FeishuConnector.app_secret_enc == checked["app_secret_enc"],
+        )
+        .values(
+            callback_verified=result.ok,
+            last_verified_at=now if result.ok else None,
+            last_error=None if result.ok else result.message,
+            updated_at=now,
+            **({} if result.ok else {"enabled": False}),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(applied.rowcount)  # type: ignore[attr-defined]
 
 
 async def set_enabled(

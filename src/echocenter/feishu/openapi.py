@@ -151,7 +151,7 @@ class OpenApiClient:
         self._token_lock = asyncio.Lock()
         self._reload_credentials = reload_credentials
         self._refused: tuple[FeishuError, float] | None = None  # the refusal, and until when it stands
-        self.requests_sent = 0  # every HTTP request, token requests included (for the benchmark)
+        self.requests_sent = 0  # every HTTP request, token requests included (a test counts them)
 
     async def tenant_token(self, *, force: bool = False) -> str:
         async with self._token_lock:

@@ -23,7 +23,6 @@ from echocenter.feishu.outbox import (
 
 log = logging.getLogger(__name__)
 
-TEXT_LIMIT_BYTES = 150 * 1024
 TEXT_CHUNK_BYTES = 60 * 1024  # well under the limit, after JSON escaping
 PART_UUID_BASE_MAX = 44  # leaves "-<part>" room within Feishu's 50-character uuid
 

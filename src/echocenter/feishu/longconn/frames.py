@@ -100,20 +100,6 @@ class Frame:
     def type(self) -> str | None:
         return self.header("type")
 
-    def with_header(self, key: str, value: str) -> Frame:
-        headers = [(k, v) for k, v in self.headers if k != key] + [(key, value)]
-        return Frame(
-            self.seq_id,
-            self.log_id,
-            self.service,
-            self.method,
-            headers,
-            self.payload,
-            self.payload_encoding,
-            self.payload_type,
-            self.log_id_new,
-        )
-
 
 def encode(frame: Frame) -> bytes:
     message: Any = _FrameMessage()
