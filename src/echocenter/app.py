@@ -21,6 +21,7 @@ from echocenter.api import metrics as metrics_api
 from echocenter.api.body_limit import BodySizeLimit
 from echocenter.api.docs import mount_docs
 from echocenter.api.error_docs import install_error_docs
+from echocenter.api.error_handlers import install_error_handlers
 from echocenter.api.method_not_allowed import install_method_not_allowed
 from echocenter.api.nul_guard import refuse_nul_characters
 from echocenter.api.security_headers import SecurityHeaders
@@ -39,7 +40,6 @@ from echocenter.cluster.node import ClusterNode
 from echocenter.connectors import api as connectors_api
 from echocenter.db.engine import make_engine, make_sessionmaker
 from echocenter.db.migrate import upgrade_to_head
-from echocenter.errors import install_error_handlers
 from echocenter.feishu import webhook
 from echocenter.feishu.attachments import AttachmentReader
 from echocenter.feishu.bridge import FeishuBridge

@@ -222,10 +222,6 @@ class FeishuBridge:
     def instance_id(self) -> str:
         return self._instance_id
 
-    def is_connected(self, connector_id: int) -> bool:
-        app = self._apps.get(connector_id)
-        return bool(app and app.connection and not app.connection.done())
-
     def openapi(self, connector_id: int) -> OpenApiClient | None:
         app = self._apps.get(connector_id)
         return app.openapi if app else None

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from urllib.parse import parse_qs, urlparse
 
+from echocenter.errors import EchoCenterError, UpstreamError
 from echocenter.feishu.longconn.frames import (
     Frame,
     FrameError,
@@ -57,8 +58,8 @@ TRANSITIONS: dict[ConnState, frozenset[ConnState]] = {
 }
 
 
-class IllegalTransition(RuntimeError):
-    """A move ``TRANSITIONS`` does not allow."""
+class IllegalConnTransition(EchoCenterError, RuntimeError):
+    """A move ``TRANSITIONS`` does not allow: a bug in the caller."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +93,7 @@ class ClientConfig:
         )
 
 
-class LongConnError(Exception):
+class LongConnError(UpstreamError):
     """A failure of the long connection, in the protocol's own terms (``classify_error`` judges it)."""
 
 
@@ -101,7 +102,7 @@ class DiscoveryRefused(LongConnError):
 
     def __init__(self, code: int, msg: str) -> None:
         super().__init__(f"discovery refused: {msg or 'no message'} (code {code})")
-        self.code = code
+        self.feishu_code = code
 
 
 class HandshakeRefused(LongConnError):
@@ -148,7 +149,7 @@ def classify_error(error: BaseException | int | None) -> Verdict:
     if isinstance(error, int) and not isinstance(error, bool):
         return Verdict(fatal=_fatal_code(error), why=f"Feishu code {error}")
     if isinstance(error, DiscoveryRefused):
-        return Verdict(fatal=_fatal_code(error.code), why=str(error))
+        return Verdict(fatal=_fatal_code(error.feishu_code), why=str(error))
     if isinstance(error, HandshakeRefused):
         fatal = error.status == HANDSHAKE_FORBIDDEN or (
             error.status == HANDSHAKE_AUTH_FAILED and error.auth_code == EXCEED_CONN_LIMIT
@@ -409,7 +410,7 @@ class Connection:
     # --- rules ----------------------------------------------------------------------------------------
     def _move(self, target: ConnState) -> None:
         if target not in TRANSITIONS[self.state]:
-            raise IllegalTransition(f"{self.state.value} -> {target.value}")
+            raise IllegalConnTransition(f"{self.state.value} -> {target.value}")
         self.state = target
 
     def _retry_cap(self) -> float:

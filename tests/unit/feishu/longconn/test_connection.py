@@ -14,7 +14,7 @@ from echocenter.feishu.longconn.protocol import (
     ConnectionDead,
     ConnState,
     DiscoveryRefused,
-    IllegalTransition,
+    IllegalConnTransition,
     LongConnError,
     handshake_refused,
 )
@@ -208,12 +208,12 @@ def test_discovery_answers_without_a_url_are_failures_not_refusals() -> None:
 
 def test_moves_outside_the_transition_table_are_refused() -> None:
     conn = Connection()
-    with pytest.raises(IllegalTransition):
+    with pytest.raises(IllegalConnTransition):
         conn.opened(URL, 0.0)  # never connecting
-    with pytest.raises(IllegalTransition):
+    with pytest.raises(IllegalConnTransition):
         conn.closed(None, 0.0)  # nothing to close
     conn.connecting(0.0)
-    with pytest.raises(IllegalTransition):
+    with pytest.raises(IllegalConnTransition):
         conn.connecting(0.0)
     conn.opened(URL, 0.0)
     conn.closed(None, 1.0)
