@@ -58,8 +58,8 @@ TRANSITIONS: dict[ConnState, frozenset[ConnState]] = {
 }
 
 
-class IllegalConnectionMove(EchoCenterError, RuntimeError):
-    """A move ``TRANSITIONS`` does not allow (a bug in the shell driving the connection)."""
+class IllegalConnTransition(EchoCenterError, RuntimeError):
+    """A move ``TRANSITIONS`` does not allow: a bug in the caller."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,7 +410,7 @@ class Connection:
     # --- rules ----------------------------------------------------------------------------------------
     def _move(self, target: ConnState) -> None:
         if target not in TRANSITIONS[self.state]:
-            raise IllegalConnectionMove(f"{self.state.value} -> {target.value}")
+            raise IllegalConnTransition(f"{self.state.value} -> {target.value}")
         self.state = target
 
     def _retry_cap(self) -> float:
