@@ -13,8 +13,9 @@ from echocenter.db.engine import make_engine
 from echocenter.db.models import InboundStatus
 from echocenter.feishu.inbound import InboundPipeline, Outcome
 from echocenter.feishu.policy import FilterReason
-from tests.feishu.conftest import dm, inbox_rows
 from tests.support.databases import Database
+from tests.support.events import dm
+from tests.unit.feishu.conftest import inbox_rows
 
 LEASE = timedelta(seconds=30)
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -9,29 +8,7 @@ from hypothesis import strategies as st
 from echocenter.feishu.events import Mention, MessageEvent, UserIds
 from echocenter.feishu.policy import Allowed, Filtered, FilterReason, PolicySettings, evaluate
 from echocenter.feishu.text import extract_text, strip_prefix
-
-BOT = "ou_bot"
-ALICE = UserIds("ou_alice", "alice", "on_alice")
-
-
-def message(
-    text: str = "@_user_1 hello", *, chat_type: str = "group", mention_bot: bool = True, **overrides: object
-) -> MessageEvent:
-    mentions = (Mention("@_user_1", UserIds(BOT), "Bot"),) if mention_bot else ()
-    event = MessageEvent(
-        event_id="e1",
-        app_id="cli_x",
-        token="",
-        message_id="om_1",
-        chat_id="oc_ops",
-        chat_type=chat_type,
-        message_type="text",
-        content=json.dumps({"text": text}),
-        sender=ALICE,
-        sender_type="user",
-        mentions=mentions,
-    )
-    return replace(event, **overrides)  # type: ignore[arg-type]
+from tests.support.events import BOT, message
 
 
 def test_a_plain_mention_in_a_group_is_allowed_with_the_placeholder_removed() -> None:
