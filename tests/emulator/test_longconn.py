@@ -3,24 +3,16 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from echocenter.emulator import EmulatorConfig
 from echocenter.feishu.longconn.frames import FrameMethod
-from tests.support.emulator import APP_ID, RawPeer, RunningEmulator, discover, raw_peer, running_emulator
+from tests.support.emulator import APP_ID, RawPeer, RunningEmulator, discover, raw_peer
 
-
-@pytest.fixture
-async def emu() -> AsyncIterator[RunningEmulator]:
-    async with running_emulator(
-        EmulatorConfig(ack_timeout_seconds=0.3, card_response_timeout_seconds=1.0)
-    ) as e:
-        yield e
+pytestmark = pytest.mark.emulator(ack_timeout_seconds=0.3, card_response_timeout_seconds=1.0)
 
 
 async def say(emu: RunningEmulator, text: str = "hello", **extra: object) -> dict[str, object]:
