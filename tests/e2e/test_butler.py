@@ -85,9 +85,20 @@ async def test_reject_runs_nothing(story: Stack) -> None:
     click = await story.click(card["message_id"], "Reject")
     assert "Rejected" in json.dumps(click["response"]["card"])
     assert (await story.settled(approval["id"]))["status"] == "REJECTED"
-    await asyncio.sleep(0.5)
+    await card_titled(story, card["message_id"], "Rejected")  # the decision's last effect has landed
     assert await story.result_messages() == []
     assert await story.logs("approval_result") == []
+
+
+async def card_titled(story: Stack, card_id: str, title: str) -> None:
+    """Wait until the card in the chat has been updated to ``title``."""
+
+    async def updated() -> bool:
+        stored = (await story.emu.control("GET", "/chats/oc_ops/messages"))["items"]
+        card = next(m for m in stored if m["message_id"] == card_id)
+        return bool(card["content"]["header"]["title"]["content"].startswith(title))
+
+    await eventually(updated)
 
 
 async def test_someone_not_an_approver_is_refused(story: Stack) -> None:
@@ -106,7 +117,7 @@ async def test_a_second_click_changes_nothing(story: Stack) -> None:
     await story.settled(approval["id"])
     again = await story.click(card["message_id"], "Reject")
     assert again["toast"]["content"] == "Already executed by ou_alice."
-    await asyncio.sleep(0.3)
+    await eventually(story.result_messages)  # the first click's result, before counting
     assert len(await story.result_messages()) == 1
     assert len(await story.logs("approval_result")) == 1
 
@@ -124,7 +135,10 @@ async def test_concurrent_clicks_decide_exactly_once(story: Stack) -> None:
     assert len(winners) == 1
     final = await story.settled(approval["id"])
     assert len([e for e in await story.logs("ws_auth_card_decision") if "decision" in e["detail"]]) == 1
-    await asyncio.sleep(0.3)
+    if final["status"] == "EXECUTED":
+        await eventually(story.result_messages)  # the result, before counting
+    else:
+        await card_titled(story, card["message_id"], "Rejected")
     assert len(await story.result_messages()) == (1 if final["status"] == "EXECUTED" else 0)
 
 
@@ -202,7 +216,11 @@ async def test_outbound_retries_after_5xx_and_rate_limit_without_duplicates(stor
     message_id = await story.say("status")
     reply = await story.reply_to(message_id)
     assert "approval(s) waiting" in reply["content"]["text"]
-    await asyncio.sleep(0.3)
+
+    async def sent_logged() -> bool:  # the outbox is done with the reply: its one send is logged
+        return any(e["detail"]["ok"] for e in await story.logs("ws_outbound"))
+
+    await eventually(sent_logged)
     assert len([m for m in await story.bot_messages() if m["parent_id"] == message_id]) == 1
     counters = (await story.emu.control("GET", "/counters"))["counters"]
     assert counters["fault.send_failure"] == 2
