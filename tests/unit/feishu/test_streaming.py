@@ -21,7 +21,7 @@ from echocenter.feishu.streaming import (
 )
 from echocenter.feishu.text import Resource, resources_of
 from echocenter.feishu.untrusted import inert_markdown
-from tests.unit.test_policy import BOT, message
+from tests.support.events import BOT, message
 
 
 def test_model_markdown_keeps_formatting_but_no_mentions_or_disguised_links() -> None:
