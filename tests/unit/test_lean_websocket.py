@@ -27,8 +27,8 @@ async def test_the_mailbox_hands_over_in_order_and_waits_when_empty() -> None:
     assert not box.empty()
     assert [await box.get(), await box.get()] == [1, 2] and box.empty()
     waiting = asyncio.ensure_future(box.get())
-    await asyncio.sleep(0)
-    assert not waiting.done()
+    done, _ = await asyncio.wait([waiting], timeout=0.02)
+    assert not done  # empty: it waits
     box.put_nowait(3)
     assert await asyncio.wait_for(waiting, 1) == 3
 
@@ -49,8 +49,8 @@ async def test_the_gate_holds_senders_while_cleared_and_lets_all_through_when_se
     gate.clear()
     assert not gate.is_set()
     senders = [asyncio.ensure_future(gate.wait()) for _ in range(3)]
-    await asyncio.sleep(0)
-    assert not any(s.done() for s in senders)
+    done, _ = await asyncio.wait(senders, timeout=0.02)
+    assert not done  # cleared: they are held
     gate.set()
     await asyncio.wait_for(asyncio.gather(*senders), 1)
     assert gate.is_set()
