@@ -55,7 +55,9 @@ async def client_main(url: str, tokens: list[str]) -> None:
     async def hold(token: str) -> None:
         nonlocal closed
         async with gate:
-            ws = await connect(url, additional_headers={"Authorization": f"Bearer {token}"}, proxy=None)
+            ws = await connect(  # a generous handshake timeout: the shared machine may be loaded
+                url, additional_headers={"Authorization": f"Bearer {token}"}, proxy=None, open_timeout=120
+            )
         sockets.append(ws)
         await ws.wait_closed()
         closed += 1
