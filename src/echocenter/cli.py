@@ -31,6 +31,7 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(settings)
     uvicorn.run(
         AgentSocketRoute(app, state=app.state),  # agent sockets: the leanest path (agents/socket.py)
+        interface="asgi3",  # not guessed: the route's __call__ is a plain function returning a coroutine
         host=host,
         port=port,
         log_level=settings.log_level.lower(),

@@ -33,10 +33,11 @@ async def test_a_slow_card_handler_is_answered_with_a_toast_before_feishu_gives_
     ):
         states: list[ConnState] = []
         handled: list[Any] = []
+        finished = asyncio.Event()  # set when the test is over: the handler answers far past the deadline
 
         async def slow_card(payload: bytes) -> dict[str, Any]:
             handled.append(json.loads(payload)["event"]["action"]["value"])
-            await asyncio.sleep(5)  # far past the deadline
+            await finished.wait()
             return {"toast": {"type": "success", "content": "too late"}}
 
         async def on_payload(payload: bytes) -> dict[str, Any]:
@@ -62,6 +63,7 @@ async def test_a_slow_card_handler_is_answered_with_a_toast_before_feishu_gives_
             assert click["response"] == CARD_TIMEOUT_TOAST
             assert handled == [{"x": 1}]
         finally:
+            finished.set()
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         assert states[:2] == [ConnState.CONNECTING, ConnState.CONNECTED]
