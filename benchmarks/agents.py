@@ -55,7 +55,9 @@ async def client_main(url: str, tokens: list[str]) -> None:
     async def hold(token: str) -> None:
         nonlocal closed
         async with gate:
-            ws = await connect(url, additional_headers={"Authorization": f"Bearer {token}"}, proxy=None)
+            ws = await connect(  # a generous handshake timeout: the shared machine may be loaded
+                url, additional_headers={"Authorization": f"Bearer {token}"}, proxy=None, open_timeout=120
+            )
         sockets.append(ws)
         await ws.wait_closed()
         closed += 1
@@ -276,6 +278,7 @@ async def main(agents: int, per_process: int, window: float, interval: float) ->
                     f"p99 {pct(samples, 0.99):.1f} ms, max {max(samples):.1f} ms, "
                     f"online {page['online']}/{page['total']}, RSS {rss_mib(service.pid):.0f} MiB"
                 )
+                print("machine load (1/5/15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
                 # All agents leave: how fast the service lets go of them.
                 for client in clients:
