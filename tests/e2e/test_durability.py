@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 
-from echocenter.emulator import EmulatorConfig
 from tests.support.databases import POSTGRES_URL, fresh_database
 from tests.support.emulator import RunningEmulator, running_emulator
 from tests.support.fleet import (
@@ -22,6 +21,7 @@ from tests.support.fleet import (
     create_connector,
     database_engine,
     flow,
+    patient_feishu,
     register_agent,
     service_env,
     services,
@@ -34,13 +34,8 @@ from tests.support.tcp_proxy import tcp_proxy
 
 @pytest.fixture
 async def patient_emu() -> AsyncIterator[RunningEmulator]:
-    """Redelivery every second and for long enough to outlast a restart or an outage (Feishu retries for
-    hours); card answers as usual."""
-    # Send quotas off (and the service's pacing off, in service_env): these tests flood one chat at up to
-    # 100 messages/s to kill a process mid-flow; within Feishu's 5 replies/s per chat the answers would take
-    # minutes. Pacing under the quotas has its own tests (test_outbox.py).
-    config = EmulatorConfig(ack_timeout_seconds=1.0, max_delivery_attempts=60, quotas_enabled=False)
-    async with running_emulator(config) as emu:
+    """Redelivery every second (patient: see fleet.patient_feishu); card answers as usual."""
+    async with running_emulator(patient_feishu(ack_timeout_seconds=1.0)) as emu:
         yield emu
 
 

@@ -4,14 +4,12 @@ an event or an agent lands on."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import signal
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
 
 from echocenter.agents.example import AgentStop, run_agent
@@ -124,28 +122,7 @@ async def _approvals(instance: Instance, **params: Any) -> list[dict[str, Any]]:
 async def test_commands_approved_on_any_instance_run_on_the_agent_another_instance_holds(
     cluster: Cluster,
 ) -> None:
-    connector_id = await cluster.create_connector(cluster[0])
-    await cluster.wait_connected_everywhere(connector_id)
-    registered = await cluster[0].api.post("/api/agents", json={"name": "worker"})
-    assert registered.status_code == 201, registered.text
-    holder = cluster[1]
-    # The agent is given the service's base URL (http://host:port), not the ws URL.
-    agent = asyncio.create_task(
-        run_agent(
-            holder.service.url, registered.json()["token"], allowed=frozenset({"whoami"}), heartbeat=0.5
-        )
-    )
-    try:
-
-        async def online_everywhere() -> bool:
-            for instance in cluster.instances:
-                agents = (await instance.api.get("/api/agents")).json()["items"]
-                if not [a for a in agents if a["name"] == "worker" and a["online"]]:
-                    return False
-            return True
-
-        await eventually(online_everywhere, timeout=5)
-
+    async with cluster.agent_online_everywhere() as (connector_id, holder):
         # The Butler on whichever instance gets the message knows the agent is online.
         said = await cluster.emu.control(
             "POST",
@@ -228,7 +205,3 @@ async def test_commands_approved_on_any_instance_run_on_the_agent_another_instan
             )
 
         await eventually(released, timeout=8)
-    finally:
-        agent.cancel()
-        with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError, OSError):
-            await agent
