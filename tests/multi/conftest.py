@@ -90,6 +90,27 @@ class Cluster:
 
         return await eventually(all_connected, timeout=timeout)
 
+    async def approve_away_from(self, holder: Instance, approvals: list[dict[str, Any]]) -> None:
+        """Approve each of ``approvals`` where the agent's ``holder`` is not: every other one by a card click
+        (delivered to a random connection, maybe the holder's), the rest through another instance's admin
+        API."""
+        for index, approval in enumerate(approvals):
+            if index % 2:
+                decided = await self.other_than(holder).api.post(
+                    f"/api/approvals/{approval['id']}/decision", json={"decision": "approve"}
+                )
+                assert decided.status_code == 200 and decided.json()["decided"], decided.text
+            else:
+                await self.emu.control(
+                    "POST",
+                    "/cards/click",
+                    {
+                        "message_id": approval["card_message_id"],
+                        "operator": "ou_alice",
+                        "value": {"approval_id": approval["id"], "decision": "approve"},
+                    },
+                )
+
     @asynccontextmanager
     async def agent_online_everywhere(self, **connector: Any) -> AsyncIterator[tuple[int, Instance]]:
         """A connector connected on every instance, and the agent "worker" (it runs whoami) registered on the

@@ -61,22 +61,7 @@ async def _run(cluster: Cluster, fake: FakeOpenAI) -> None:
             pending = [a for a in items if a["card_message_id"]]
             return pending if len(pending) == REQUESTS else []
 
-        for index, approval in enumerate(await eventually(carded, timeout=20)):
-            if index % 2:  # through the admin API of the instance that does not hold the agent
-                decided = await cluster.other_than(holder).api.post(
-                    f"/api/approvals/{approval['id']}/decision", json={"decision": "approve"}
-                )
-                assert decided.json()["decided"], decided.text
-            else:  # a click, delivered to a random instance's connection
-                await cluster.emu.control(
-                    "POST",
-                    "/cards/click",
-                    {
-                        "message_id": approval["card_message_id"],
-                        "operator": "ou_alice",
-                        "value": {"approval_id": approval["id"], "decision": "approve"},
-                    },
-                )
+        await cluster.approve_away_from(holder, await eventually(carded, timeout=20))
 
         async def all_answered() -> list[dict[str, Any]]:
             items = (await cluster.emu.control("GET", "/chats/oc_ops/messages"))["items"]

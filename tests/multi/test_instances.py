@@ -153,24 +153,7 @@ async def test_commands_approved_on_any_instance_run_on_the_agent_another_instan
 
         # Twenty sends in one chat (a reply and a card each), paced at Feishu's 5/s per chat: give it time.
         pending = await eventually(ten_pending, timeout=45)
-        # Approved on the instances that do not hold the agent: half by card click (delivered to a random
-        # connection, maybe the holder's), half through another instance's admin API.
-        for index, approval in enumerate(pending):
-            if index % 2:
-                decided = await cluster.other_than(holder).api.post(
-                    f"/api/approvals/{approval['id']}/decision", json={"decision": "approve"}
-                )
-                assert decided.status_code == 200 and decided.json()["decided"], decided.text
-            else:
-                await cluster.emu.control(
-                    "POST",
-                    "/cards/click",
-                    {
-                        "message_id": approval["card_message_id"],
-                        "operator": "ou_alice",
-                        "value": {"approval_id": approval["id"], "decision": "approve"},
-                    },
-                )
+        await cluster.approve_away_from(holder, pending)
 
         async def all_finished() -> list[dict[str, Any]]:
             done = await _approvals(random.choice(cluster.instances))
