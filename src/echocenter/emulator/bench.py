@@ -31,6 +31,7 @@ class PushIn(BaseModel):
 @dataclass
 class Batch:
     deliveries: list[Delivery] = field(default_factory=list)
+    pushed: list[Message] = field(default_factory=list)  # the messages, to find the bot's replies to them
     started: float = field(default_factory=time.perf_counter)
     done_pushing: bool = False
 
@@ -51,6 +52,26 @@ class Batch:
             else None,
             "ack_ms_max": latencies[-1] if latencies else None,
             "redelivered": sum(1 for d in self.deliveries if len(d.attempts) > 1),
+        }
+
+    def answers(self, messages: dict[str, Message]) -> dict[str, Any]:
+        """How fast the bot answered: message pushed → its first reply stored here (ms, this clock)."""
+        first_reply: dict[str, int] = {}
+        for m in messages.values():
+            if m.sender_type == "app" and m.parent_id:
+                first_reply[m.parent_id] = min(first_reply.get(m.parent_id, m.create_time), m.create_time)
+        pushed = {m.message_id: m.create_time for m in self.pushed}
+        latencies = sorted(first_reply[i] - at for i, at in pushed.items() if i in first_reply)
+        if not latencies:
+            return {"answered": 0, "answered_per_s": None, "answer_ms_p50": None, "answer_ms_p99": None}
+        start = min(pushed.values())
+        last = max(first_reply[i] for i in pushed if i in first_reply)
+        return {
+            "answered": len(latencies),
+            "answered_per_s": len(latencies) / ((last - start) / 1000) if last > start else None,
+            "answer_ms_p50": statistics.median(latencies),
+            "answer_ms_p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+            "answer_ms_max": latencies[-1],
         }
 
 
@@ -88,6 +109,7 @@ class LoadGenerator:
                 now_ms(),
                 mentions=mentions,
             )
+            batch.pushed.append(message)
             self.world.store(message)  # in the chat, as in Feishu: the bot can reply to it
             batch.deliveries.append(self.hub.push(app.app_id, message_receive(app, sender, chat, message)))
             if interval:

@@ -551,7 +551,8 @@ class Control:
         batch = self.load.batches.get(request.path_params["batch_id"])
         if batch is None:
             raise ControlError(404, "no such batch")
-        return batch.stats()
+        answers = request.query_params.get("answers") == "1"  # a scan of all messages: asked for at the end
+        return batch.stats() | (batch.answers(self.world.messages) if answers else {})
 
     async def set_config(self, request: Request) -> dict[str, Any]:
         body: ConfigIn = await self._body(request, ConfigIn)
