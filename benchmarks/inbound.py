@@ -111,12 +111,14 @@ async def run_phase(
     rate: float,
     *,
     answers: bool = False,
+    chat_ids: list[str] | None = None,
 ) -> dict[str, Any]:
     started = datetime.now().astimezone()
     t0 = time.perf_counter()
     batch = (
         await emu.post(
-            "/control/bench/push", json={"app_id": app_id, "count": count, "rate_per_second": rate}
+            "/control/bench/push",
+            json={"app_id": app_id, "count": count, "rate_per_second": rate, "chat_ids": chat_ids or []},
         )
     ).json()["batch_id"]
     stats = await wait_batch(emu, batch, count)
@@ -155,7 +157,7 @@ async def run_phase(
     return result
 
 
-async def main(count: int, rate: float, noop_butler: bool) -> None:
+async def main(count: int, rate: float, noop_butler: bool, chats: int) -> None:
     async with stack(noop_butler=noop_butler, rate_limit_per_minute=10_000) as s:
         emu, api, cid, app = s.emu, s.api, s.connector_id, EMULATOR_APP[0]
         await emu.post("/control/apps", json=SDK_APP)
@@ -176,14 +178,21 @@ async def main(count: int, rate: float, noop_butler: bool) -> None:
 
         # Warm-up, then the measured phases, EchoCenter and SDK alternating.
         answers = not noop_butler
-        await run_phase(emu, api, cid, app, 200, 0, answers=answers)
+        chat_ids = [f"oc_bench_{i:03d}" for i in range(chats)] if chats > 1 else []
+        for chat_id in chat_ids:  # one person writing in each (Feishu sends at most 5 messages/s per chat)
+            await emu.post(
+                "/control/chats", json={"name": chat_id, "members": ["ou_alice"], "chat_id": chat_id}
+            )
+        await run_phase(emu, api, cid, app, 200, 0, answers=answers, chat_ids=chat_ids)
         await run_phase(emu, None, cid, SDK_APP["app_id"], 200, 0)
         scraped = [await scrape(api)]
-        fixed_ec = await run_phase(emu, api, cid, app, int(rate * 10), rate, answers=answers)
+        fixed_ec = await run_phase(
+            emu, api, cid, app, int(rate * 10), rate, answers=answers, chat_ids=chat_ids
+        )
         scraped.append(await scrape(api))
         fixed_sdk = await run_phase(emu, None, cid, SDK_APP["app_id"], int(rate * 10), rate)
         scraped.append(await scrape(api))
-        max_ec = await run_phase(emu, api, cid, app, count, 0, answers=answers)
+        max_ec = await run_phase(emu, api, cid, app, count, 0, answers=answers, chat_ids=chat_ids)
         scraped.append(await scrape(api))
         max_sdk = await run_phase(emu, None, cid, SDK_APP["app_id"], count, 0)
         rss = peak_rss_mib(s.service_pid)
@@ -200,7 +209,8 @@ async def main(count: int, rate: float, noop_butler: bool) -> None:
 
     print(
         f"Inbound benchmark — {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, SQLite, "
-        f"{'no-op Butler (ingress alone)' if noop_butler else 'real Butler answering each message'}"
+        f"{'no-op Butler (ingress alone)' if noop_butler else 'real Butler answering each message'}, "
+        f"{max(chats, 1)} chat(s)"
     )
     print(f"{'':34}{'EchoCenter':>14}{'lark-oapi no-op':>18}")
     print(
@@ -277,5 +287,14 @@ if __name__ == "__main__":
         default="noop",
         help="noop: the ingress alone (the issue's measure); real: the Butler answers each message",
     )
+    parser.add_argument(
+        "--chats",
+        type=int,
+        default=None,
+        help="chats the messages go round, one person writing in each (default: 1 with the no-op Butler, "
+        "50 with the real one: Feishu takes at most 5 messages/s per chat, and replies in a chat go one "
+        "at a time, in order)",
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.count, args.rate, args.butler == "noop"))
+    chats = args.chats if args.chats is not None else (1 if args.butler == "noop" else 50)
+    asyncio.run(main(args.count, args.rate, args.butler == "noop", chats))

@@ -21,6 +21,7 @@ class PushIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     app_id: str
     chat_id: str = "oc_ops"
+    chat_ids: list[str] = Field(default=[], description="if given, the messages go round these chats")
     sender: str = "ou_alice"
     text: str = "status"
     mention_bot: bool = True
@@ -88,17 +89,15 @@ class LoadGenerator:
         return batch_id
 
     async def _push(self, spec: PushIn, batch: Batch) -> None:
-        app, chat, sender = (
-            self.world.apps[spec.app_id],
-            self.world.chats[spec.chat_id],
-            self.world.users[spec.sender],
-        )
+        app, sender = self.world.apps[spec.app_id], self.world.users[spec.sender]
+        chats = [self.world.chats[c] for c in spec.chat_ids or [spec.chat_id]]
         mentioned = [self.world.users[app.bot_open_id]] if spec.mention_bot else []
         text, mentions = text_with_mentions(spec.text, mentioned, app.tenant_key)
         content = json.dumps({"text": text})
         interval = 1.0 / spec.rate_per_second if spec.rate_per_second else 0.0
         batch.started = time.perf_counter()
         for i in range(spec.count):
+            chat = chats[i % len(chats)]
             message = Message(
                 new_id("om_"),
                 chat.chat_id,

@@ -542,8 +542,9 @@ class Control:
     async def bench_push(self, request: Request) -> dict[str, Any]:
         body: PushIn = await self._body(request, PushIn)  # type: ignore[arg-type]
         self._app(body.app_id)
-        if body.chat_id not in self.world.chats:
-            raise ControlError(404, f"no chat {body.chat_id}")
+        for chat_id in body.chat_ids or [body.chat_id]:
+            if chat_id not in self.world.chats:
+                raise ControlError(404, f"no chat {chat_id}")
         self._user(body.sender)
         return {"batch_id": self.load.start(body)}
 
