@@ -21,6 +21,7 @@ from echocenter.api import metrics as metrics_api
 from echocenter.api.body_limit import BodySizeLimit
 from echocenter.api.docs import mount_docs
 from echocenter.api.error_docs import install_error_docs
+from echocenter.api.error_handlers import install_error_handlers
 from echocenter.api.method_not_allowed import install_method_not_allowed
 from echocenter.api.nul_guard import refuse_nul_characters
 from echocenter.api.security_headers import SecurityHeaders
@@ -39,7 +40,6 @@ from echocenter.cluster.node import ClusterNode
 from echocenter.connectors import api as connectors_api
 from echocenter.db.engine import make_engine, make_sessionmaker
 from echocenter.db.migrate import upgrade_to_head
-from echocenter.errors import install_error_handlers
 from echocenter.feishu import webhook
 from echocenter.feishu.attachments import AttachmentReader
 from echocenter.feishu.bridge import FeishuBridge
@@ -56,34 +56,12 @@ from echocenter.logging_setup import log_event
 from echocenter.runtime import Runtime
 from echocenter.secretbox import SecretBox
 from echocenter.settings import Environment, Settings
+from echocenter.taskset import TaskSet
 
 log = logging.getLogger(__name__)
 DEPARTED_INSTANCE_RETENTION = timedelta(days=1)
 
 INITIAL_ADMIN_PASSWORD_FILE = "initial-admin-password"
-
-
-class BackgroundTasks:
-    """Tasks the app holds for its lifetime; a failure is logged, never lost, and stop cancels them all."""
-
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    def start(self, name: str, coro: Awaitable[Any]) -> None:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        task.set_name(name)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background_task_failed task=%s", task.get_name(), exc_info=task.exception())
-
-    async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 async def _every(seconds: float, job: Callable[[], Awaitable[None]]) -> None:
@@ -182,7 +160,7 @@ def create_app(settings: Settings | None = None, *, butler: Butler | None = None
         app.state.runtime = runtime
         await _ensure_first_admin(runtime)
 
-        tasks = BackgroundTasks()
+        tasks = TaskSet()
         cluster = await ClusterNode.join(runtime, start=tasks.start)
         agents = AgentHub(cluster.presence, roster=cluster.agents_online)
 

@@ -12,8 +12,14 @@ from typing import Any
 
 from echocenter.db.types import utcnow
 from echocenter.settings import Settings
-from tests.e2e.conftest import create_verified_connector, serve_echocenter
-from tests.e2e.test_butler import AGENT, Story, agent_running, register_agent
+from tests.e2e.harness import (
+    AGENT,
+    Stack,
+    agent_running,
+    create_verified_connector,
+    register_agent,
+    serve_echocenter,
+)
 from tests.e2e.test_llm_brain import llm_settings
 from tests.support.databases import Database
 from tests.support.emulator import RunningEmulator
@@ -41,23 +47,23 @@ async def served_llm(
 
 
 @asynccontextmanager
-async def first_start(settings: Settings, emu: RunningEmulator) -> AsyncIterator[Story]:
+async def first_start(settings: Settings, emu: RunningEmulator) -> AsyncIterator[Stack]:
     """EchoCenter started on a fresh database: a connector, and the demo agent online (uptime, whoami)."""
     async with serve_echocenter(settings, None) as server:
         # One person asks and approves in these stories (four-eyes has its own tests in
-        # test_approval_policy.py), as in test_butler.py's story.
+        # test_approval_policy.py), as in the harness's story.
         connector_id = await create_verified_connector(
             server, approvers=["ou_alice"], rate_limit_per_minute=1000, allow_self_approval=True
         )
         token = await register_agent(server.client)
         async with agent_running(server, token):
-            yield Story(server, emu, connector_id)
+            yield Stack(server, emu, connector_id)
 
 
 @asynccontextmanager
 async def loop_story(
     database: Database, tmp_path: Path, emu: RunningEmulator, fake: FakeOpenAI, **overrides: Any
-) -> AsyncIterator[Story]:
+) -> AsyncIterator[Stack]:
     async with (
         served_llm(database, tmp_path, emu, fake, **overrides) as settings,
         first_start(settings, emu) as story,
@@ -65,7 +71,7 @@ async def loop_story(
         yield story
 
 
-async def carded(story: Story, count: int) -> list[dict[str, Any]]:
+async def carded(story: Stack, count: int) -> list[dict[str, Any]]:
     """The first ``count`` approvals (oldest first), once each has its card in the chat."""
 
     async def ready() -> list[dict[str, Any]] | None:
@@ -79,13 +85,13 @@ async def carded(story: Story, count: int) -> list[dict[str, Any]]:
     return await eventually(ready)
 
 
-async def approve(story: Story, approval: dict[str, Any]) -> dict[str, Any]:
+async def approve(story: Stack, approval: dict[str, Any]) -> dict[str, Any]:
     click = await story.click(approval["card_message_id"], "Approve")
     assert click["toast"]["type"] == "success", click
     return await story.settled(approval["id"])
 
 
-async def reply_starting(story: Story, message_id: str, prefix: str) -> dict[str, Any]:
+async def reply_starting(story: Stack, message_id: str, prefix: str) -> dict[str, Any]:
     """The Butler's text reply to ``message_id`` that starts with ``prefix``, once it is in the chat."""
 
     async def find() -> dict[str, Any] | None:
@@ -97,7 +103,7 @@ async def reply_starting(story: Story, message_id: str, prefix: str) -> dict[str
     return await eventually(find)
 
 
-async def answer_to(story: Story, message_id: str, text: str) -> dict[str, Any]:
+async def answer_to(story: Stack, message_id: str, text: str) -> dict[str, Any]:
     reply = await reply_starting(story, message_id, text)
     assert reply["content"]["text"] == text
     return reply
@@ -278,7 +284,7 @@ async def test_a_restart_between_approval_and_result_still_finishes_the_loop(
             await eventually(second_call_out)  # the model call after the approval is out: stop now
         connector_id = story.connector_id
         async with serve_echocenter(settings, None) as server:
-            story = Story(server, emu, connector_id)
+            story = Stack(server, emu, connector_id)
             await answer_to(story, question, "After the restart: the load is low.")
             assert "load average" in tool_results(fake.messages(2))[call_ids(asked)[0]]
             assert await story.result_messages() == []
@@ -380,7 +386,7 @@ async def test_approval_status_tells_this_chat_about_its_own_approvals_only(
         assert not_mine == f"there is no approval #{approval['id'] + 1} in this chat."
 
 
-async def _card_in(story: Story, message_id: str, chat_id: str) -> bool:
+async def _card_in(story: Stack, message_id: str, chat_id: str) -> bool:
     items = (await story.emu.control("GET", f"/chats/{chat_id}/messages"))["items"]
     return any(m["parent_id"] == message_id and m["msg_type"] == "interactive" for m in items)
 

@@ -9,7 +9,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import make_settings, running_server
-from tests.e2e.conftest import create_verified_connector, e2e_settings, serve_echocenter
+from tests.e2e.harness import create_verified_connector, e2e_settings, serve_echocenter
 from tests.support.databases import Database
 from tests.support.emulator import RunningEmulator
 from tests.support.waiting import eventually

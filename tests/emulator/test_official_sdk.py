@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.support.emulator import APP_ID, APP_SECRET, RunningEmulator, running_emulator
+from tests.support.waiting import eventually
 
 PEER = Path(__file__).parent.parent / "support" / "lark_sdk_peer.py"
 
@@ -31,16 +32,17 @@ async def sdk_and_emulator() -> AsyncIterator[tuple[RunningEmulator, asyncio.sub
             cwd=str(PEER.parent.parent.parent),
         )
         try:
-            for _ in range(200):  # wait until the SDK holds a connection
-                if (await emu.control("GET", "/connections"))["items"]:
-                    break
-                await asyncio.sleep(0.05)
-            else:
-                pytest.fail("the official SDK never connected")
+            # The SDK holds a connection; its process imports lark-oapi first, slow on a busy machine.
+            await eventually(lambda: connections(emu), timeout=30)
             yield emu, process
         finally:
             process.kill()
             await process.wait()
+
+
+async def connections(emu: RunningEmulator) -> list[Any]:
+    items: list[Any] = (await emu.control("GET", "/connections"))["items"]
+    return items
 
 
 async def _line(process: asyncio.subprocess.Process, kind: str) -> dict[str, Any]:

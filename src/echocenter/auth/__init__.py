@@ -1,1 +1,2 @@
-"""Users, password hashing, JWT and the ``CurrentUser`` / ``CurrentAdmin`` dependencies."""
+"""Users, password hashing, login throttling and JWTs (the ``CurrentUser`` / ``CurrentAdmin`` dependencies
+built on them live in api/deps.py)."""

@@ -22,6 +22,7 @@ import httpx
 
 from echocenter.connectors.service import read_secret
 from echocenter.db.models import FeishuConnector
+from echocenter.errors import UpstreamError
 from echocenter.feishu.openapi import FeishuError, request_tenant_token
 from echocenter.secretbox import SecretBox
 from echocenter.settings import Settings
@@ -138,8 +139,8 @@ class _Answer:
         return msg if isinstance(msg, str) else None
 
 
-class _Unreachable(Exception):
-    pass
+class _Unreachable(UpstreamError):
+    """Feishu did not answer (timeout, network): the check fails with that, not with an exception."""
 
 
 async def _call(http: httpx.AsyncClient, method: str, url: str, timeout: float, **kwargs: Any) -> _Answer:

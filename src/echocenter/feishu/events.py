@@ -6,8 +6,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from echocenter.errors import MalformedData
 
-class EventParseError(ValueError):
+
+class EventParseError(MalformedData):
     """A payload that is not a Feishu event we can read."""
 
 
