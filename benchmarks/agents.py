@@ -37,7 +37,7 @@ from echocenter.db.models import Agent
 from echocenter.db.types import utcnow
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _stack import free_port, wait_http
+from _stack import free_port, rss_mib, wait_http
 
 CHECKPOINTS = (1_000, 5_000, 10_000)
 HEARTBEAT = json.dumps({"type": "heartbeat"})
@@ -102,13 +102,6 @@ async def client_main(url: str, tokens: list[str]) -> None:
 
 
 # ---- the controller ---------------------------------------------------------------------------------------
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def cpu_seconds(pid: int) -> float:
