@@ -101,7 +101,12 @@ class PresenceBuffer:
                             AgentPresence.agent_id.in_(part), AgentPresence.instance_id == self.instance_id
                         )
                     )
-                for part in _chunks(seen):
+                await session.commit()
+            for part in _chunks(seen):
+                # A transaction per chunk: on SQLite the service has one connection, and a request (even
+                # /api/health) waits for it while a flush holds it; 20,000 heartbeats in one transaction
+                # held it for seconds on a busy machine.
+                async with self._sessions() as session:
                     await session.execute(
                         update(AgentPresence)
                         .where(
@@ -110,7 +115,7 @@ class PresenceBuffer:
                         .values(heartbeat_at=now)
                     )
                     await session.execute(update(Agent).where(Agent.id.in_(part)).values(last_seen_at=now))
-                await session.commit()
+                    await session.commit()
         except BaseException:
             for agent_id, on in changes.items():  # put back, unless something newer arrived meanwhile
                 self._changes.setdefault(agent_id, on)
