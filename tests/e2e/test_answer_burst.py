@@ -10,16 +10,13 @@ from sqlalchemy import select
 from echocenter.db.engine import make_engine
 from echocenter.db.models import ConversationTurn, InboundStatus
 from echocenter.db.models import InboundMessage as InboundRow
-from tests.e2e import test_butler
-from tests.e2e.test_butler import Story
+from tests.e2e.harness import Stack
 from tests.support.waiting import eventually
-
-story = test_butler.story  # the fixture: EchoCenter with the real Butler, the emulator and an agent
 
 BURST = 40
 
 
-async def test_a_burst_is_answered_once_each_in_order_with_its_turns_in_order(story: Story) -> None:
+async def test_a_burst_is_answered_once_each_in_order_with_its_turns_in_order(story: Stack) -> None:
     words = [f"word{i:02d}" for i in range(BURST)]
     ids = [await story.say(w) for w in words]  # one after another: this is the chat's order
     settings = story.server.settings
