@@ -37,7 +37,7 @@ from echocenter.db.models import Agent
 from echocenter.db.types import utcnow
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _stack import free_port, wait_http
+from _stack import free_port, rss_mib, wait_http
 
 CHECKPOINTS = (1_000, 5_000, 10_000)
 HEARTBEAT = json.dumps({"type": "heartbeat"})
@@ -55,7 +55,9 @@ async def client_main(url: str, tokens: list[str]) -> None:
     async def hold(token: str) -> None:
         nonlocal closed
         async with gate:
-            ws = await connect(url, additional_headers={"Authorization": f"Bearer {token}"}, proxy=None)
+            ws = await connect(  # a generous handshake timeout: the shared machine may be loaded
+                url, additional_headers={"Authorization": f"Bearer {token}"}, proxy=None, open_timeout=120
+            )
         sockets.append(ws)
         await ws.wait_closed()
         closed += 1
@@ -100,13 +102,6 @@ async def client_main(url: str, tokens: list[str]) -> None:
 
 
 # ---- the controller ---------------------------------------------------------------------------------------
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -276,6 +271,7 @@ async def main(agents: int, per_process: int, window: float, interval: float) ->
                     f"p99 {pct(samples, 0.99):.1f} ms, max {max(samples):.1f} ms, "
                     f"online {page['online']}/{page['total']}, RSS {rss_mib(service.pid):.0f} MiB"
                 )
+                print("machine load (1/5/15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
                 # All agents leave: how fast the service lets go of them.
                 for client in clients:

@@ -7,12 +7,12 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 
-from echocenter.emulator import EmulatorConfig
 from echocenter.feishu.card_answer import CARD_TIMEOUT_TOAST, answer_within
 from echocenter.feishu.longconn.client import LongConnClient, StateChange
 from echocenter.feishu.longconn.protocol import ConnState
-from tests.support.emulator import APP_ID, APP_SECRET, running_emulator
+from tests.support.emulator import APP_ID, APP_SECRET, RunningEmulator
 from tests.support.waiting import eventually
 
 CARD = {
@@ -26,11 +26,11 @@ CARD = {
 }
 
 
-async def test_a_slow_card_handler_is_answered_with_a_toast_before_feishu_gives_up() -> None:
-    async with (
-        running_emulator(EmulatorConfig(card_response_timeout_seconds=3.0)) as emu,
-        httpx.AsyncClient() as http,
-    ):
+@pytest.mark.emulator(card_response_timeout_seconds=3.0)
+async def test_a_slow_card_handler_is_answered_with_a_toast_before_feishu_gives_up(
+    emu: RunningEmulator,
+) -> None:
+    async with httpx.AsyncClient() as http:
         states: list[ConnState] = []
         handled: list[Any] = []
         finished = asyncio.Event()  # set when the test is over: the handler answers far past the deadline
