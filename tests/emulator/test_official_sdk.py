@@ -51,7 +51,7 @@ async def connections(emu: RunningEmulator) -> list[Any]:
 async def _line(process: asyncio.subprocess.Process, kind: str) -> dict[str, Any]:
     assert process.stdout is not None
     while True:
-        raw = await asyncio.wait_for(process.stdout.readline(), 10)
+        raw = await asyncio.wait_for(process.stdout.readline(), 60)  # a busy machine is slow
         assert raw, "the SDK process ended"
         if not raw.startswith(b"PEER "):  # the SDK's own log lines
             continue
