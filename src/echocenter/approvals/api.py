@@ -6,14 +6,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-from echocenter.api.deps import CurrentAdmin, SessionDep
+from echocenter.api.deps import SessionDep, SessionsDep
 from echocenter.approvals import export, store, timeline, votes
+from echocenter.approvals.deps import WorkflowDep
 from echocenter.approvals.states import ApprovalStatus
-from echocenter.approvals.workflow import ApprovalWorkflow
+from echocenter.auth.deps import CurrentAdmin
 from echocenter.db.models import Approval, ApprovalVote
 
 router = APIRouter(prefix="/api/approvals", tags=["approvals"])
@@ -91,11 +92,6 @@ class DecisionOut(BaseModel):
     approval: ApprovalOut
 
 
-def _workflow(request: Request) -> ApprovalWorkflow:
-    workflow: ApprovalWorkflow = request.app.state.workflow
-    return workflow
-
-
 def _vote_out(vote: ApprovalVote) -> VoteOut:
     return VoteOut(
         voter=vote.voter_open_id,
@@ -128,7 +124,7 @@ async def list_approvals(
 async def export_approvals(
     _: CurrentAdmin,
     session: SessionDep,
-    request: Request,
+    sessions: SessionsDep,
     format: Literal["csv", "jsonl"] = "jsonl",
     status: ApprovalStatus | None = None,
     from_: Annotated[
@@ -138,7 +134,6 @@ async def export_approvals(
 ) -> StreamingResponse:
     # The stream reads with sessions of its own: hand back the request's connection (SQLite pools one).
     await session.close()
-    sessions = request.app.state.runtime.sessions
     filters: dict[str, Any] = {"status": status, "since": from_, "until": to}
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     if format == "csv":
@@ -167,11 +162,11 @@ async def read_approval(approval_id: ApprovalId, _: CurrentAdmin, session: Sessi
 
 @router.post("/{approval_id}/decision", response_model=DecisionOut, summary="Approve or reject")
 async def decide(
-    approval_id: ApprovalId, body: DecisionIn, admin: CurrentAdmin, session: SessionDep, request: Request
+    approval_id: ApprovalId, body: DecisionIn, admin: CurrentAdmin, session: SessionDep, workflow: WorkflowDep
 ) -> DecisionOut:
     await store.get(session, approval_id)  # 404 before anything else
     await session.close()
-    outcome = await _workflow(request).decide_by_admin(
+    outcome = await workflow.decide_by_admin(
         approval_id, approve=body.decision == "approve", admin=admin.username, reason=body.reason
     )
     return DecisionOut(decided=outcome.won, approval=_out(outcome.approval))

@@ -21,9 +21,9 @@ from echocenter.approvals.states import ApprovalStatus
 from echocenter.approvals.workflow import ApprovalWorkflow
 from echocenter.butler.brains import Brain, BrainContext, CommandRequest, Turn
 from echocenter.butler.command_check import problem_with, unknown_agent
-from echocenter.butler.interface import InboundMessage
 from echocenter.butler.loop import AgentLoop, Spawn
 from echocenter.butler.thinking import think
+from echocenter.contracts import InboundMessage
 from echocenter.db.models import Approval, Conversation, ConversationTurn, FeishuConnector, LogLevel
 from echocenter.db.types import utcnow
 from echocenter.feishu.attachments import AttachmentReader, Attachments

@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.convertors import StringConvertor, register_url_convertor
 
-from echocenter.api.deps import BridgeDep, CurrentAdmin, RuntimeDep, SessionDep
+from echocenter.api.deps import RuntimeDep, SessionDep
 from echocenter.api.error_docs import errors
+from echocenter.auth.deps import CurrentAdmin
 from echocenter.connectors import service
 from echocenter.connectors.schemas import (
     ConnectorList,
@@ -25,8 +26,9 @@ from echocenter.connectors.status import status_view
 from echocenter.db.models import FeishuConnector, InboundMessage, LogLevel
 from echocenter.errors import Conflict, InvalidRequest
 from echocenter.feishu.bridge import FeishuBridge
+from echocenter.feishu.deps import BridgeDep, OutboundDep
 from echocenter.feishu.doctor import diagnose_connector
-from echocenter.feishu.outbound import Outbound, OutboundError
+from echocenter.feishu.outbound import OutboundError
 from echocenter.integration_logs import service as logs
 from echocenter.integration_logs.schemas import LogEntryOut, LogPageOut
 from echocenter.runtime import Runtime
@@ -231,7 +233,11 @@ class TestMessageSent(BaseModel):
     "inbound message. Logged as ws_outbound.",
 )
 async def test_message(
-    connector_id: ConnectorId, body: TestMessage, _: CurrentAdmin, session: SessionDep, request: Request
+    connector_id: ConnectorId,
+    body: TestMessage,
+    _: CurrentAdmin,
+    session: SessionDep,
+    outbound: OutboundDep,
 ) -> TestMessageSent:
     connector = await service.get_connector(session, connector_id)
     chat_id = body.chat_id or (connector.allowed_chat_ids[0] if connector.allowed_chat_ids else None)
@@ -248,7 +254,6 @@ async def test_message(
             field="chat_id",
         )
     await session.close()
-    outbound: Outbound = request.app.state.outbound
     try:
         ids = await outbound.send_text(
             connector_id, chat_id=chat_id, text=body.text, wait_seconds=TEST_MESSAGE_WAIT_SECONDS

@@ -14,8 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any
 
@@ -23,10 +22,9 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from echocenter import metrics
-from echocenter.butler.interface import Butler
 from echocenter.cluster.bus import EventBus, InProcessBus
 from echocenter.cluster.upsert import upsert
-from echocenter.connectors.service import read_secret
+from echocenter.contracts import CardActionEvent, CardHandler, MessageHandler
 from echocenter.db.models import (
     ConnectorInstanceStatus,
     FeishuConnector,
@@ -34,8 +32,9 @@ from echocenter.db.models import (
     LogLevel,
 )
 from echocenter.db.types import utcnow
+from echocenter.feishu.apps import FeishuApp, FeishuApps
+from echocenter.feishu.connector_config import read_secret
 from echocenter.feishu.events import (
-    CardActionEvent,
     Event,
     EventParseError,
     MessageEvent,
@@ -53,7 +52,6 @@ from echocenter.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-CardHandler = Callable[[int, CardActionEvent], Awaitable[dict[str, Any]]]
 LAST_EVENT_WRITE_INTERVAL = 1.0
 BOT_ID_TIMEOUT = 5.0
 
@@ -65,29 +63,14 @@ _STATE_LOG = {
 }
 
 
-async def no_pending_decision(_connector_id: int, _event: CardActionEvent) -> dict[str, Any]:
-    return {"toast": {"type": "info", "content": "There is nothing to decide on this card."}}
-
-
-@dataclass
-class _App:
-    """What the bridge keeps per connector: its Open API client, bot identity and live connection."""
-
-    fingerprint: tuple[str, str]
-    openapi: OpenApiClient
-    bot_open_id: str | None = None
-    connection: asyncio.Task[None] | None = None
-    last_event_write: float = 0.0
-    bot_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-
 class FeishuBridge:
     def __init__(
         self,
         runtime: Runtime,
         *,
-        butler: Butler,
-        card_handler: CardHandler = no_pending_decision,
+        apps: FeishuApps,
+        butler: MessageHandler,
+        card_handler: CardHandler,
         bus: EventBus | None = None,
     ) -> None:
         self._runtime = runtime
@@ -95,9 +78,9 @@ class FeishuBridge:
         self._bus = bus or InProcessBus(runtime.settings.resolved_instance_id)
         self._instance_id = self._bus.instance_id
         self._known: dict[int, Any] = {}  # connector id -> updated_at last reconciled (the slow catch-up)
-        self.butler = butler
-        self.card_handler = card_handler
-        self._apps: dict[int, _App] = {}
+        self._butler = butler
+        self._card_handler = card_handler
+        self._apps = apps
         owner = instance_name()
         lease = timedelta(seconds=self._settings.inbox_lease_seconds)
         self._pipeline = InboundPipeline(runtime.engine, lease=lease, owner=owner)
@@ -135,7 +118,7 @@ class FeishuBridge:
 
     async def stop(self) -> None:
         async with self._lock:
-            for connector_id in list(self._apps):
+            for connector_id in self._apps:
                 await self._stop_connection(connector_id)
             self._apps.clear()
         for task in list(self._tasks):
@@ -155,7 +138,7 @@ class FeishuBridge:
             if credentials is None:
                 if current:
                     await self._stop_connection(connector_id)
-                    del self._apps[connector_id]
+                    self._apps.remove(connector_id)
                     await self._write_status(connector_id, ConnState.DISCONNECTED, None)
                 return
             app_id, secret = credentials
@@ -166,7 +149,7 @@ class FeishuBridge:
                 return
             if current:
                 await self._stop_connection(connector_id)
-            app = _App(
+            app = FeishuApp(
                 fingerprint,
                 OpenApiClient(
                     self._runtime.http,
@@ -177,7 +160,7 @@ class FeishuBridge:
                     reload_credentials=lambda: self._credentials_refused(connector_id),
                 ),
             )
-            self._apps[connector_id] = app
+            self._apps.put(connector_id, app)
             if self._settings.feishu_ws_enabled:
                 self._start_connection(connector_id, app)
 
@@ -197,7 +180,7 @@ class FeishuBridge:
         self._spawn(self.connector_changed(connector_id))
         return await self._stored_credentials(connector_id)
 
-    def _start_connection(self, connector_id: int, app: _App) -> None:
+    def _start_connection(self, connector_id: int, app: FeishuApp) -> None:
         app_id, secret = app.fingerprint
         client = LongConnClient(
             app_id=app_id,
@@ -228,10 +211,6 @@ class FeishuBridge:
     def is_connected(self, connector_id: int) -> bool:
         app = self._apps.get(connector_id)
         return bool(app and app.connection and not app.connection.done())
-
-    def openapi(self, connector_id: int) -> OpenApiClient | None:
-        app = self._apps.get(connector_id)
-        return app.openapi if app else None
 
     # --- status -------------------------------------------------------------------------------------
     async def _on_state(self, connector_id: int, change: StateChange) -> None:
@@ -334,7 +313,7 @@ class FeishuBridge:
             if admission.outcome is Outcome.ADMITTED:
                 assert admission.row_id is not None and admission.message is not None
                 work = Work(admission.row_id, InboundStatus.RECEIVED, admission.message)
-                self._spawn(self._inbox.drive(work, self.butler))
+                self._spawn(self._inbox.drive(work, self._butler))
             return admission
         if isinstance(event, OtherEvent):
             await record_now(
@@ -347,12 +326,12 @@ class FeishuBridge:
             )
             return None
         # A card action arriving as a plain event (e.g. a redelivery): answer nobody, decide the same way.
-        await self.card_handler(connector_id, event)
+        await self._card_handler(connector_id, event)
         return None
 
     async def redrive(self) -> None:
         """The inbox sweep (periodic, and at start-up): finish what was left behind, here or elsewhere."""
-        await self._inbox.sweep(self.butler, self._spawn)
+        await self._inbox.sweep(self._butler, self._spawn)
 
     async def _parse(
         self, connector_id: int, payload: bytes | dict[str, Any], *, transport: str
@@ -394,7 +373,7 @@ class FeishuBridge:
             return {}
         # Not awaited: under the card deadline, the handler must start before any other database work.
         self._spawn(self._touch_last_event(connector_id))
-        return await self.card_handler(connector_id, event)
+        return await self._card_handler(connector_id, event)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
