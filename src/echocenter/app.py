@@ -31,6 +31,7 @@ from echocenter.api import health
 from echocenter.api.body_limit import BodySizeLimit
 from echocenter.api.docs import mount_docs
 from echocenter.api.error_docs import install_error_docs
+from echocenter.api.error_handlers import install_error_handlers
 from echocenter.api.method_not_allowed import install_method_not_allowed
 from echocenter.api.nul_guard import refuse_nul_characters
 from echocenter.api.security_headers import SecurityHeaders
@@ -50,7 +51,6 @@ from echocenter.connectors import api as connectors_api
 from echocenter.contracts import MessageHandler
 from echocenter.db.engine import make_engine, make_sessionmaker
 from echocenter.db.migrate import upgrade_to_head
-from echocenter.errors import install_error_handlers
 from echocenter.feishu import webhook
 from echocenter.feishu.apps import FeishuApps
 from echocenter.feishu.attachments import AttachmentReader

@@ -8,6 +8,7 @@ import contextlib
 import getpass
 import os
 import sys
+from typing import TypeAlias
 
 from pydantic import ValidationError
 
@@ -174,15 +175,34 @@ def _audit_verify(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="echocenter", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    for add in (
+        _add_serve,
+        _add_demo,
+        _add_emulator,
+        _add_agent,
+        _add_doctor,
+        _add_migrate,
+        _add_audit,
+        _add_admin,
+    ):
+        add(commands)
+    return parser
 
+
+def _add_serve(commands: Commands) -> None:
     serve = commands.add_parser("serve", help="run the service (settings from the environment, see README)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.set_defaults(run=_serve)
 
+
+def _add_demo(commands: Commands) -> None:
     demo = commands.add_parser("demo", help="service + Feishu emulator + example agent, wired together")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8080, help="EchoCenter's port")
@@ -190,11 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", default="data/demo", help="the demo's SQLite database and keys")
     demo.set_defaults(run=_demo)
 
+
+def _add_emulator(commands: Commands) -> None:
     emulator = commands.add_parser("emulator", help="run the local Feishu emulator")
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=9000)
     emulator.set_defaults(run=_emulator)
 
+
+def _add_agent(commands: Commands) -> None:
     agent = commands.add_parser("agent", help="the bundled example agent")
     agent_commands = agent.add_subparsers(dest="agent_command", required=True)
     agent_run = agent_commands.add_parser("run", help="connect to EchoCenter and run allowed commands")
@@ -208,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     agent_run.add_argument("--timeout", type=float, default=30.0, help="seconds a command may take")
     agent_run.set_defaults(run=_agent_run)
 
+
+def _add_doctor(commands: Commands) -> None:
     doctor = commands.add_parser(
         "doctor", help="check a connector against Feishu (same settings as serve); non-zero exit on a failure"
     )
@@ -216,15 +242,21 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     doctor.set_defaults(run=_doctor)
 
+
+def _add_migrate(commands: Commands) -> None:
     migrate = commands.add_parser("migrate", help="apply database migrations and exit")
     migrate.set_defaults(run=lambda _args: asyncio.run(_migrate()) or 0)
 
+
+def _add_audit(commands: Commands) -> None:
     audit = commands.add_parser("audit", help="the approval timeline")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_commands.add_parser("verify", help="check the hash chain; exit 1 at the first broken link")
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(run=_audit_verify)
 
+
+def _add_admin(commands: Commands) -> None:
     admin = commands.add_parser("admin", help="manage users")
     admin_commands = admin.add_subparsers(dest="admin_command", required=True)
     create = admin_commands.add_parser(
@@ -233,7 +265,6 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--username", required=True)
     create.add_argument("--role", choices=["ADMIN", "MEMBER"], default="ADMIN")
     create.set_defaults(run=_admin_create)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from echocenter.db.engine import make_engine, make_sessionmaker
 from echocenter.db.models import FeishuConnector
+from echocenter.errors import EchoCenterError
 from echocenter.feishu.doctor import Check, diagnose_connector
 from echocenter.secretbox import SecretBox
 from echocenter.settings import Settings
@@ -24,8 +25,8 @@ EXIT_USAGE = 2
 _MARK = {"ok": "ok     ", "failed": "FAILED ", "skipped": "skipped"}
 
 
-class _NoConnector(Exception):
-    pass
+class _NoConnector(EchoCenterError):
+    """No connector to diagnose, or no way to tell which one."""
 
 
 async def _connector(settings: Settings, connector_id: int | None) -> FeishuConnector:

@@ -1,30 +1,43 @@
-"""Domain errors, mapped to HTTP once (see ``install_error_handlers``).
+"""EchoCenter's exceptions: one tree, mapped to HTTP once (api/error_handlers.py handles the root).
 
-    EchoCenterError                  500 internal_error (never shows internals)
-    ├── InvalidRequest               400 invalid_request
-    ├── NotAuthenticated             401 not_authenticated
-    ├── PermissionDenied             403 permission_denied
-    ├── NotFound                     404 not_found
-    ├── Conflict                     409 conflict
-    │   └── ConnectorNotVerified     409 connector_not_verified
-    ├── PayloadTooLarge              413 payload_too_large
-    └── TooManyRequests              429 too_many_requests (Retry-After)
+    EchoCenterError                 500 internal_error (never shows internals)
+    ├── InvalidRequest              400 invalid_request
+    ├── NotAuthenticated            401 not_authenticated
+    ├── PermissionDenied            403 permission_denied
+    │   └── CallbackDisabled        403 callback_disabled        feishu.webhook: the HTTP callback is off
+    ├── NotFound                    404 not_found
+    ├── Conflict                    409 conflict
+    │   └── ConnectorNotVerified    409 connector_not_verified
+    ├── PayloadTooLarge             413 payload_too_large
+    ├── TooManyRequests             429 too_many_requests (Retry-After)
+    ├── MalformedData               input from outside that cannot be read (also a ValueError)
+    │   ├── FrameError                                           feishu.longconn.frames: not a Feishu frame
+    │   ├── EventParseError                                      feishu.events: not an event we can read
+    │   ├── CallbackCryptoError                                  feishu.callback_crypto: does not decrypt
+    │   └── FrameRefused                                         agents.frames: carries the close code
+    ├── UpstreamError               a party we depend on failed or refused
+    │   ├── FeishuError                                          feishu.openapi: one Open API call
+    │   ├── LongConnError                                        feishu.longconn.protocol: ``fatal`` or not
+    │   ├── OutboxFailed                                         feishu.outbox: a permanent Feishu error
+    │   ├── OutboundError           409 conflict                 feishu.outbound: a send not taken (in time)
+    │   ├── BrainError                                           butler.brains: the LLM could not answer
+    │   └── AgentOffline                                         agents.hub: not connected or unreachable
+    ├── IllegalTransition           (also a ValueError)          approvals.states: a move refused (a bug)
+    └── AgentStop                                                agents.example: bad URL, refused token
 
-Routers raise these; they never build HTTPException for domain errors. Every error body has one shape:
+The HTTP classes are raised by services and routers; the rest are handled where they occur and are a 500
+only if one escapes to a route (OutboundError is the exception: a send Feishu did not take answers 409). The
+leaves live next to the code that raises them, because they carry its data (Feishu's code, a close code);
+this module knows nothing of Feishu or agents and imports nothing, so even the sans-I/O codec may use it.
+The emulator keeps its own errors: it stands in for Feishu and answers in Feishu's shape, not ours.
+
+Every error body has one shape:
 ``{"error": {"code": "...", "message": "...", "fields": [{"field": "...", "message": "..."}]?}}``.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-log = logging.getLogger(__name__)
 
 
 class EchoCenterError(Exception):
@@ -90,66 +103,17 @@ class TooManyRequests(EchoCenterError):
         self.retry_after = retry_after
 
 
+class MalformedData(EchoCenterError, ValueError):
+    """Input from outside (frame bytes, an event, a callback body) that cannot be read. A ValueError too, so
+    a caller that guards a parse with ``except ValueError`` still catches it."""
+
+
+class UpstreamError(EchoCenterError):
+    """A party EchoCenter depends on (Feishu, the language model, an agent) failed or refused."""
+
+
 def error_body(code: str, message: str, fields: list[dict[str, str]] | None = None) -> dict[str, Any]:
     error: dict[str, Any] = {"code": code, "message": message}
     if fields:
         error["fields"] = fields
     return {"error": error}
-
-
-def _field_name(loc: tuple[Any, ...]) -> str:
-    # ("body", "allowed_chat_ids", 2) -> "allowed_chat_ids[2]"; ("path", "connector_id") -> "connector_id"
-    parts = [p for p in loc if p not in ("body", "query", "path", "header")]
-    name = ""
-    for part in parts:
-        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
-    return name or "body"
-
-
-def _validation_message(err: dict[str, Any]) -> str:
-    if err.get("type") == "extra_forbidden":
-        return "is not a field that can be set"
-    if err.get("type") == "json_invalid":
-        return "is not valid JSON"
-    return str(err.get("msg", "is invalid"))
-
-
-async def _on_domain_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, EchoCenterError)
-    if exc.status_code >= 500:
-        log.error("unhandled_domain_error", exc_info=exc)
-        return JSONResponse(error_body("internal_error", "internal error"), status_code=500)
-    fields = [{"field": exc.field, "message": exc.message}] if exc.field else None
-    return JSONResponse(
-        error_body(exc.code, exc.message, fields), status_code=exc.status_code, headers=exc.headers
-    )
-
-
-async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    fields = [
-        {"field": _field_name(tuple(e["loc"])), "message": _validation_message(e)} for e in exc.errors()
-    ]
-    summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-    return JSONResponse(error_body("validation_error", summary, fields), status_code=422)
-
-
-async def _on_http_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    codes = {404: "not_found", 405: "method_not_allowed", 401: "not_authenticated", 403: "permission_denied"}
-    code = codes.get(exc.status_code, "http_error")
-    return JSONResponse(
-        error_body(code, str(exc.detail)), status_code=exc.status_code, headers=getattr(exc, "headers", None)
-    )
-
-
-async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled_error", exc_info=exc)
-    return JSONResponse(error_body("internal_error", "internal error"), status_code=500)
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(EchoCenterError, _on_domain_error)
-    app.add_exception_handler(RequestValidationError, _on_validation_error)
-    app.add_exception_handler(StarletteHTTPException, _on_http_error)
-    app.add_exception_handler(Exception, _on_unexpected)

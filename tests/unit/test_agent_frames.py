@@ -31,7 +31,7 @@ def _nested(depth: int) -> str:
 def test_anything_but_a_json_object_in_a_text_frame_is_refused(message: dict[str, Any], code: int) -> None:
     with pytest.raises(FrameRefused) as refused:
         read_frame(message)
-    assert refused.value.code == code
+    assert refused.value.close_code == code
     assert refused.value.reason
 
 

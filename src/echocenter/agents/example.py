@@ -12,9 +12,10 @@ import logging
 import shlex
 from urllib.parse import urlsplit, urlunsplit
 
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, InvalidURI, WebSocketException
 
+from echocenter.errors import EchoCenterError
 from echocenter.logging_setup import log_event
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ AGENT_PATH = "/api/agents/ws"
 _WS_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 
 
-class AgentStop(Exception):
+class AgentStop(EchoCenterError):
     """What retrying cannot fix (a malformed URL, a refused token): the agent stops and says why."""
 
 
@@ -97,35 +98,7 @@ async def run_agent(
             ) as ws:
                 delay = 1.0
                 log_event(log, "agent_connected", url=url)
-                if declare:
-                    await ws.send(json.dumps({"type": "hello", "commands": sorted(allowed)}))
-
-                async def beat() -> None:
-                    while True:
-                        await ws.send(json.dumps({"type": "heartbeat"}))
-                        await asyncio.sleep(heartbeat)
-
-                beater = asyncio.create_task(beat())
-                try:
-                    async for raw in ws:
-                        message = json.loads(raw)
-                        if message.get("type") != "directive":
-                            continue
-                        ok, output = await run_command(str(message.get("command", "")), allowed, timeout)
-                        await ws.send(
-                            json.dumps(
-                                {
-                                    "type": "result",
-                                    "request_id": message.get("request_id"),
-                                    "ok": ok,
-                                    "output": output,
-                                }
-                            )
-                        )
-                finally:
-                    beater.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await beater
+                await _serve(ws, allowed=allowed, timeout=timeout, heartbeat=heartbeat, declare=declare)
         except InvalidStatus as exc:
             status = exc.response.status_code
             log_event(log, "agent_refused", level=logging.ERROR, status=status)
@@ -144,3 +117,33 @@ async def run_agent(
             return
         await asyncio.sleep(delay)
         delay = min(30.0, delay * 2)
+
+
+async def _serve(
+    ws: ClientConnection, *, allowed: frozenset[str], timeout: float, heartbeat: float, declare: bool
+) -> None:
+    """One connection: say hello, beat, and answer each directive until the connection ends."""
+    if declare:
+        await ws.send(json.dumps({"type": "hello", "commands": sorted(allowed)}))
+    beater = asyncio.create_task(_beat(ws, heartbeat))
+    try:
+        async for raw in ws:
+            message = json.loads(raw)
+            if message.get("type") != "directive":
+                continue
+            ok, output = await run_command(str(message.get("command", "")), allowed, timeout)
+            await ws.send(
+                json.dumps(
+                    {"type": "result", "request_id": message.get("request_id"), "ok": ok, "output": output}
+                )
+            )
+    finally:
+        beater.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beater
+
+
+async def _beat(ws: ClientConnection, every: float) -> None:
+    while True:
+        await ws.send(json.dumps({"type": "heartbeat"}))
+        await asyncio.sleep(every)

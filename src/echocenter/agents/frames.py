@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
+
+from echocenter.errors import MalformedData
 
 __all__ = ["MAX_DEPTH", "FrameRefused", "read_frame"]
 
@@ -18,10 +19,13 @@ INVALID_PAYLOAD = 1007  # data not consistent with the message type (not JSON, n
 MAX_DEPTH = 32  # our messages are two levels deep; deeper values could not be printed without recursion
 
 
-@dataclass(frozen=True, slots=True)
-class FrameRefused(Exception):
-    code: int
-    reason: str
+class FrameRefused(MalformedData):
+    """A frame refused, with the close code that names the fault and the reason sent with it."""
+
+    def __init__(self, close_code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.close_code = close_code
+        self.reason = reason
 
 
 def _deeper_than(value: Any, limit: int) -> bool:

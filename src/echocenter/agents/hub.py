@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from echocenter.errors import UpstreamError
 from echocenter.logging_setup import log_event
 
 log = logging.getLogger(__name__)
@@ -26,8 +27,8 @@ class CommandResult:
     output: str
 
 
-class AgentOffline(Exception):
-    pass
+class AgentOffline(UpstreamError):
+    """The agent is not connected here, or its link failed while the directive was sent."""
 
 
 @dataclass(slots=True)  # one per connected agent, up to 20,000

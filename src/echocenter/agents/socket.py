@@ -132,7 +132,7 @@ async def _serve_frames(runtime: Runtime, hub: AgentHub, agent_id: int, name: st
             message = read_frame(event)
         except FrameRefused as refused:
             # One line, no traceback: the agent sent something we do not speak; tell it why and close.
-            log_event(log, "agent_frame_refused", agent=name, code=refused.code, reason=refused.reason)
+            log_event(log, "agent_frame_refused", agent=name, code=refused.close_code, reason=refused.reason)
             raise
         event = None  # type: ignore[assignment]
         _handle(runtime, hub, agent_id, name, message)
@@ -161,7 +161,7 @@ async def agent_socket(runtime: Runtime, hub: AgentHub, scope: Scope, receive: R
     try:
         await _serve_frames(runtime, hub, agent_id, name, receive)
     except FrameRefused as refused:
-        await link.close(code=refused.code, reason=refused.reason)
+        await link.close(code=refused.close_code, reason=refused.reason)
     finally:
         hub.detach(name, link)
         log_event(log, "agent_socket_closed", agent=name)

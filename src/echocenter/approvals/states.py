@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from echocenter.errors import EchoCenterError
+
 
 class ApprovalStatus(StrEnum):
     PENDING = "PENDING"
@@ -31,8 +33,8 @@ FINAL = frozenset(
 )
 
 
-class IllegalTransition(ValueError):
-    pass
+class IllegalTransition(EchoCenterError, ValueError):
+    """A move the machine refuses: a bug in the caller (decisions are conditional UPDATEs)."""
 
 
 def transition(current: ApprovalStatus, target: ApprovalStatus) -> ApprovalStatus:

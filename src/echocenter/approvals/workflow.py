@@ -126,6 +126,43 @@ class ApprovalWorkflow:
         ``request_id`` (one message may ask for several commands, e.g. in the agent loop)."""
         if requester_name == message.open_id:
             requester_name = await self.name_of(message.connector_id, message.open_id)
+        approval, connector, created = await self._find_or_create(
+            message,
+            requester_name=requester_name,
+            agent=agent,
+            command=command,
+            reason=reason,
+            request_id=request_id,
+        )
+        if approval.card_message_id:
+            return approval
+        if created:
+            await self._event(
+                approval,
+                EventKind.REQUESTED,
+                message.open_id,
+                requester_name,
+                agent=agent,
+                command=command,
+                reason=reason,
+                chat_id=message.chat_id,
+                approvals_required=approval.approvals_required,
+            )
+        await self._send_first_card(approval, connector, message)
+        return approval
+
+    async def _find_or_create(
+        self,
+        message: InboundMessage,
+        *,
+        requester_name: str,
+        agent: str,
+        command: str,
+        reason: str,
+        request_id: str | None,
+    ) -> tuple[Approval, FeishuConnector | None, bool]:
+        """The approval this message (or ``request_id``) asked for, written PENDING if it is new; its
+        connector; and whether it was created now."""
         found = (
             Approval.request_id == request_id
             if request_id
@@ -149,30 +186,23 @@ class ApprovalWorkflow:
                 ttl=timedelta(seconds=self._settings.approval_ttl),
                 request_id=request_id,
             )
-        if approval.card_message_id:
-            return approval
-        if existing is None:
-            await self._event(
-                approval,
-                EventKind.REQUESTED,
-                message.open_id,
-                requester_name,
-                agent=agent,
-                command=command,
-                reason=reason,
-                chat_id=message.chat_id,
-                approvals_required=approval.approvals_required,
-            )
+        return approval, connector, existing is None
+
+    async def _send_first_card(
+        self, approval: Approval, connector: FeishuConnector | None, message: InboundMessage
+    ) -> None:
+        """Put the card in front of people and remember it; a failure is logged (the approval stays
+        PENDING)."""
         try:
             sent = await self._cards.first_delivery(
                 approval, connector, reply_to=message.message_id, in_thread=message.in_thread
             )
         except OutboundError as exc:
             await self._log(approval, LogAction.WS_AUTH_CARD, LogLevel.ERROR, ok=False, error=str(exc))
-            return approval
+            return
         if not sent:
             await self._log(approval, LogAction.WS_AUTH_CARD, LogLevel.ERROR, ok=False, error="no card sent")
-            return approval
+            return
         card_id = sent[0]
         async with self._sessions() as session:
             await store.set_card(session, approval.id, card_id)
@@ -186,7 +216,6 @@ class ApprovalWorkflow:
             chat_id=message.chat_id,
             requested_by=message.open_id,
         )
-        return approval
 
     # --- decisions ----------------------------------------------------------------------------------
     async def on_card_click(self, connector_id: int, event: CardActionEvent) -> dict[str, Any]:

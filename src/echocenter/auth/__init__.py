@@ -1,1 +1,2 @@
-"""Users, password hashing, JWT and the ``CurrentUser`` / ``CurrentAdmin`` dependencies."""
+"""Users, password hashing, login throttling and JWTs; ``deps.py`` turns them into the ``CurrentUser`` /
+``CurrentAdmin`` dependencies."""

@@ -43,7 +43,6 @@ async def authenticate(
     Both counters are claimed before the password is checked (see ``throttle``); a refusal checks nothing. The
     lock-out is per username whether the user exists or not, so it reveals nothing about which exist.
     """
-    now = utcnow()
     name = normalize_username(username)
     rules = {
         throttle.client_key(client): throttle.ThrottleRule(
@@ -51,16 +50,7 @@ async def authenticate(
         ),
         throttle.user_key(name, client): throttle.ThrottleRule(policy.max_failures, policy.lockout_seconds),
     }
-    counts: dict[str, int] = {}
-    for key, rule in rules.items():
-        count = await throttle.claim(session, key=key, rule=rule, now=now)
-        if count is None:
-            for claimed in counts:  # a refused attempt is not a failure on the other counter
-                await throttle.release(session, key=claimed)
-            wait = await throttle.seconds_locked(session, key=key, rule=rule, now=now)
-            await session.commit()
-            raise TooManyRequests(f"too many failed logins: try again in {wait} s", retry_after=wait)
-        counts[key] = count
+    counts = await _claim_attempt(session, rules)
     user = await find_user(session, name)
     await session.commit()  # hold no transaction during the (deliberately slow) hash
 
@@ -77,22 +67,44 @@ async def authenticate(
         await throttle.reset(session, key=user_key)
         await session.commit()
         return user
+    _log_lockouts(rules, counts, username=name, client=client)
+    raise NotAuthenticated("invalid username or password")
 
+
+async def _claim_attempt(session: AsyncSession, rules: dict[str, throttle.ThrottleRule]) -> dict[str, int]:
+    """Claim one attempt on each counter, in order: the counts, or TooManyRequests when one is locked
+    (the counters claimed before it are handed back: a refused attempt is not a failure)."""
+    now = utcnow()
+    counts: dict[str, int] = {}
+    for key, rule in rules.items():
+        count = await throttle.claim(session, key=key, rule=rule, now=now)
+        if count is None:
+            for claimed in counts:
+                await throttle.release(session, key=claimed)
+            wait = await throttle.seconds_locked(session, key=key, rule=rule, now=now)
+            await session.commit()
+            raise TooManyRequests(f"too many failed logins: try again in {wait} s", retry_after=wait)
+        counts[key] = count
+    return counts
+
+
+def _log_lockouts(
+    rules: dict[str, throttle.ThrottleRule], counts: dict[str, int], *, username: str, client: str
+) -> None:
+    # The audit trail of a lock-out is this structured process-log line (not the integration logs, whose
+    # rows belong to connectors): admins see who was locked, from where, and for how long.
     for key, rule in rules.items():
         if counts[key] >= rule.limit:
-            # The audit trail of a lock-out is this structured process-log line (not the integration logs,
-            # whose rows belong to connectors): admins see who was locked, from where, and for how long.
             log_event(
                 log,
                 "login_locked_out",
                 level=logging.WARNING,
                 key=key,
-                username=name,
+                username=username,
                 client=client,
                 failures=counts[key],
                 locked_seconds=rule.window_seconds,
             )
-    raise NotAuthenticated("invalid username or password")
 
 
 def _check_password(password: str) -> None:

@@ -1,1 +1,1 @@
-"""The Butler: owns conversations and decides replies (its brains and service arrive with issue 5)."""
+"""The Butler: owns conversations and decides replies (a brain: rules offline, an LLM with tools)."""

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from echocenter.errors import UpstreamError
 from echocenter.feishu.untrusted import inert
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class BrainContext:
     images: list[str] = field(default_factory=list)
 
 
-class BrainError(Exception):
+class BrainError(UpstreamError):
     """The brain could not answer (e.g. the LLM service failed)."""
 
 

@@ -579,19 +579,8 @@ class AgentLoop:
     async def _add_calls(self, loop: ButlerLoop, turn: int, reply: BrainReply) -> None:
         """The model's turn and its calls, in one transaction; calls past the step bound are answered at once
         with that bound (the model is told on its next turn)."""
-        max_steps = self._settings.butler_max_steps
         async with self._sessions() as session:
-            claimed = await session.execute(
-                update(ButlerLoop)
-                .where(
-                    ButlerLoop.id == loop.id,
-                    ButlerLoop.lease_owner == self._owner,
-                    ButlerLoop.model_turns == loop.model_turns,
-                )
-                .values(model_turns=turn, steps=loop.steps + len(reply.tool_calls))
-                .execution_options(synchronize_session=False)
-            )
-            if not getattr(claimed, "rowcount", 0):
+            if not await self._claim_turn(session, loop, turn, len(reply.tool_calls)):
                 await session.rollback()
                 return  # another instance took the loop over meanwhile
             await session.execute(
@@ -607,27 +596,26 @@ class AgentLoop:
                 )
                 .on_conflict_do_nothing(index_elements=["conversation_id", "turn_key"])
             )
-            for index, call in enumerate(reply.tool_calls):
-                over = loop.steps + index >= max_steps
-                session.add(
-                    ButlerToolCall(
-                        loop_id=loop.id,
-                        model_turn=turn,
-                        call_id=call.id,
-                        name=call.name,
-                        arguments=call.arguments or {},
-                        result=(
-                            f"not run: the limit of {max_steps} tool steps per request is reached."
-                            if over
-                            else None
-                            if call.arguments is not None
-                            else "error: the arguments were not a JSON object."
-                        ),
-                        created_at=utcnow(),
-                    )
-                )
+            session.add_all(_call_rows(loop, turn, reply, self._settings.butler_max_steps))
             await session.commit()
-        # Results decided at once (bound, bad arguments) become tool turns too.
+        await self._add_decided_turns(loop, turn)
+
+    async def _claim_turn(self, session: AsyncSession, loop: ButlerLoop, turn: int, calls: int) -> bool:
+        """Move the loop to ``turn`` if this instance still holds it at the turn it read."""
+        claimed = await session.execute(
+            update(ButlerLoop)
+            .where(
+                ButlerLoop.id == loop.id,
+                ButlerLoop.lease_owner == self._owner,
+                ButlerLoop.model_turns == loop.model_turns,
+            )
+            .values(model_turns=turn, steps=loop.steps + calls)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(getattr(claimed, "rowcount", 0))
+
+    async def _add_decided_turns(self, loop: ButlerLoop, turn: int) -> None:
+        """Results decided at once (bound, bad arguments) become tool turns too."""
         async with self._sessions() as session:
             decided = list(
                 await session.scalars(
@@ -690,3 +678,27 @@ def _with_files(
     return ConversationTurn(
         id=row.id, role=row.role, content=text, turn_key=row.turn_key, tool_call_id=row.tool_call_id
     )
+
+
+def _call_rows(loop: ButlerLoop, turn: int, reply: BrainReply, max_steps: int) -> list[ButlerToolCall]:
+    """A row per call; past the step bound, or without a JSON object of arguments, it carries its answer."""
+    rows = []
+    for index, call in enumerate(reply.tool_calls):
+        if loop.steps + index >= max_steps:
+            result: str | None = f"not run: the limit of {max_steps} tool steps per request is reached."
+        elif call.arguments is None:
+            result = "error: the arguments were not a JSON object."
+        else:
+            result = None
+        rows.append(
+            ButlerToolCall(
+                loop_id=loop.id,
+                model_turn=turn,
+                call_id=call.id,
+                name=call.name,
+                arguments=call.arguments or {},
+                result=result,
+                created_at=utcnow(),
+            )
+        )
+    return rows

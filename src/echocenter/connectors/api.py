@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.convertors import StringConvertor, register_url_convertor
 
@@ -19,16 +16,19 @@ from echocenter.connectors.schemas import (
     ConnectorList,
     ConnectorOut,
     ConnectorSettings,
+    DoctorCheckOut,
+    DoctorRequest,
+    DoctorResult,
     EnableRequest,
+    TestMessage,
+    TestMessageSent,
     VerifyResult,
 )
-from echocenter.connectors.status import status_view
-from echocenter.db.models import FeishuConnector, InboundMessage, LogLevel
-from echocenter.errors import Conflict, InvalidRequest
+from echocenter.db.models import FeishuConnector, LogLevel
+from echocenter.errors import InvalidRequest
 from echocenter.feishu.bridge import FeishuBridge
 from echocenter.feishu.deps import BridgeDep, OutboundDep
 from echocenter.feishu.doctor import diagnose_connector
-from echocenter.feishu.outbound import OutboundError
 from echocenter.integration_logs import service as logs
 from echocenter.integration_logs.schemas import LogEntryOut, LogPageOut
 from echocenter.runtime import Runtime
@@ -44,13 +44,7 @@ ConnectorId = Annotated[int, Path(ge=1, le=2**31 - 1, description="connector id"
 async def _outs(
     session: AsyncSession, runtime: Runtime, connectors: list[FeishuConnector]
 ) -> list[ConnectorOut]:
-    """Connectors with their status combined over the live instances (one read for the whole list)."""
-    view = await status_view(
-        session,
-        timeout=timedelta(seconds=runtime.settings.instance_timeout_seconds),
-        connector_ids=[c.id for c in connectors],
-    )
-    return [service.to_out(c, view) for c in connectors]
+    return await service.outs(session, connectors, instance_timeout=runtime.settings.instance_timeout_seconds)
 
 
 async def _out(session: AsyncSession, runtime: Runtime, connector: FeishuConnector) -> ConnectorOut:
@@ -213,17 +207,6 @@ async def connector_logs(
     return LogPageOut(items=[LogEntryOut.model_validate(e) for e in page.items], next_cursor=page.next_cursor)
 
 
-class TestMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    chat_id: StrictStr | None = Field(default=None, max_length=128, description="default: see the route")
-    text: StrictStr = Field(default="Hello from EchoCenter 👋", min_length=1, max_length=10_000)
-
-
-class TestMessageSent(BaseModel):
-    chat_id: str
-    message_ids: list[str]
-
-
 @router.post(
     "/{connector_id:connector_id}/test-message",
     response_model=TestMessageSent,
@@ -233,60 +216,18 @@ class TestMessageSent(BaseModel):
     "inbound message. Logged as ws_outbound.",
 )
 async def test_message(
-    connector_id: ConnectorId,
-    body: TestMessage,
-    _: CurrentAdmin,
-    session: SessionDep,
-    outbound: OutboundDep,
+    connector_id: ConnectorId, body: TestMessage, _: CurrentAdmin, session: SessionDep, outbound: OutboundDep
 ) -> TestMessageSent:
     connector = await service.get_connector(session, connector_id)
-    chat_id = body.chat_id or (connector.allowed_chat_ids[0] if connector.allowed_chat_ids else None)
-    if not chat_id:
-        chat_id = await session.scalar(
-            select(InboundMessage.chat_id)
-            .where(InboundMessage.connector_id == connector_id)
-            .order_by(InboundMessage.id.desc())
-            .limit(1)
-        )
-    if not chat_id:
-        raise Conflict(
-            "no chat to send to: give chat_id, set allowed_chat_ids, or write to the bot first",
-            field="chat_id",
-        )
-    await session.close()
-    try:
-        ids = await outbound.send_text(
-            connector_id, chat_id=chat_id, text=body.text, wait_seconds=TEST_MESSAGE_WAIT_SECONDS
-        )
-    except OutboundError as exc:
-        raise Conflict(f"Feishu refused the message: {exc}") from exc
-    return TestMessageSent(chat_id=chat_id, message_ids=ids)
-
-
-class DoctorRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    chat_id: StrictStr | None = Field(
-        default=None,
-        min_length=1,
-        max_length=128,
-        pattern=r"^[A-Za-z0-9_-]+$",
-        description="also send a real test message to this chat_id (oc_…) or open_id (ou_…)",
+    chat_id, ids = await service.send_test_message(
+        session,
+        sender=outbound,
+        connector=connector,
+        chat_id=body.chat_id,
+        text=body.text,
+        wait_seconds=TEST_MESSAGE_WAIT_SECONDS,
     )
-
-
-class DoctorCheckOut(BaseModel):
-    name: str = Field(description="connector | credentials | bot | long_connection | test_message")
-    status: str = Field(description="ok | failed | skipped")
-    summary: str
-    feishu_code: int | None
-    feishu_msg: str | None
-    http_status: int | None
-    fix: str | None = Field(description="what to change, in plain words")
-
-
-class DoctorResult(BaseModel):
-    ok: bool
-    checks: list[DoctorCheckOut]
+    return TestMessageSent(chat_id=chat_id, message_ids=ids)
 
 
 @router.post(

@@ -146,3 +146,40 @@ class VerifyResult(BaseModel):
     message: str
     detail: dict[str, Any]
     connector: ConnectorOut
+
+
+class TestMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    chat_id: StrictStr | None = Field(default=None, max_length=128, description="default: see the route")
+    text: StrictStr = Field(default="Hello from EchoCenter 👋", min_length=1, max_length=10_000)
+
+
+class TestMessageSent(BaseModel):
+    chat_id: str
+    message_ids: list[str]
+
+
+class DoctorRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    chat_id: StrictStr | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="also send a real test message to this chat_id (oc_…) or open_id (ou_…)",
+    )
+
+
+class DoctorCheckOut(BaseModel):
+    name: str = Field(description="connector | credentials | bot | long_connection | test_message")
+    status: str = Field(description="ok | failed | skipped")
+    summary: str
+    feishu_code: int | None
+    feishu_msg: str | None
+    http_status: int | None
+    fix: str | None = Field(description="what to change, in plain words")
+
+
+class DoctorResult(BaseModel):
+    ok: bool
+    checks: list[DoctorCheckOut]

@@ -5,15 +5,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from datetime import timedelta
+from typing import Any, Protocol
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from echocenter.connectors.schemas import ConnectorOut, ConnectorSettings
-from echocenter.connectors.status import StatusView
-from echocenter.db.models import FeishuConnector, LogLevel
+from echocenter.connectors.status import StatusView, status_view
+from echocenter.db.models import FeishuConnector, InboundMessage, LogLevel
 from echocenter.db.types import utcnow
 from echocenter.errors import Conflict, ConnectorNotVerified, InvalidRequest
 
@@ -70,6 +71,16 @@ def to_out(connector: FeishuConnector, view: StatusView) -> ConnectorOut:
         updated_at=connector.updated_at,
         **secrets,
     )
+
+
+async def outs(
+    session: AsyncSession, connectors: list[FeishuConnector], *, instance_timeout: float
+) -> list[ConnectorOut]:
+    """Connectors with their status combined over the live instances (one read for the whole list)."""
+    view = await status_view(
+        session, timeout=timedelta(seconds=instance_timeout), connector_ids=[c.id for c in connectors]
+    )
+    return [to_out(c, view) for c in connectors]
 
 
 def _store_secret(box: SecretBox, connector: FeishuConnector, name: str, value: str | None) -> None:
@@ -169,52 +180,12 @@ async def verify_connector(
     session: AsyncSession, *, runtime: Runtime, connector: FeishuConnector, actor: str
 ) -> Verification:
     """Ask Feishu for a tenant token with the stored credentials; only a code-0 token verifies."""
-    if not connector.app_id:
-        raise InvalidRequest("app_id is empty: set the App ID before verifying", field="app_id")
-    secret = read_secret(runtime.secrets, connector, "app_secret")
-    if not secret:
-        raise InvalidRequest("app_secret is not set: set the App Secret before verifying", field="app_secret")
-
+    app_id, secret = _credentials(runtime.secrets, connector)
     # What the check is made with; the result is stored only if these are still the stored credentials.
-    checked = {"app_id": connector.app_id, "app_secret_enc": connector.app_secret_enc}
-    settings = runtime.settings
+    checked = {"app_id": app_id, "app_secret_enc": connector.app_secret_enc}
     await session.commit()  # hold no transaction while Feishu answers (up to FEISHU_HTTP_TIMEOUT)
-    try:
-        token = await request_tenant_token(
-            runtime.http,
-            base_url=settings.feishu_base_url,
-            app_id=connector.app_id,
-            app_secret=secret,
-            timeout=settings.feishu_http_timeout,
-        )
-    except FeishuError as exc:
-        result = Verification(ok=False, message=exc.message, detail=exc.detail())
-    else:
-        result = Verification(
-            ok=True,
-            message="Feishu accepted the App ID and App Secret",
-            detail={"token_expires_in": token.expire_seconds},
-        )
-
-    now = utcnow()
-    applied = await session.execute(
-        update(FeishuConnector)
-        .where(
-            FeishuConnector.id == connector.id,
-            FeishuConnector.app_id == checked["app_id"],
-            FeishuConnector.app_secret_enc == checked["app_secret_enc"],
-        )
-        .values(
-            callback_verified=result.ok,
-            last_verified_at=now if result.ok else None,
-            last_error=None if result.ok else result.message,
-            updated_at=now,
-            **({} if result.ok else {"enabled": False}),
-        )
-        .execution_options(synchronize_session=False)
-    )
-    stale = applied.rowcount == 0  # type: ignore[attr-defined]
-    if stale:
+    result = await _ask_feishu(runtime, app_id, secret)
+    if not await _store_verification(session, connector.id, checked, result):
         result = Verification(
             ok=False,
             message="the credentials changed while they were being verified: verify again",
@@ -228,12 +199,65 @@ async def verify_connector(
         actor=actor,
         ok=result.ok,
         message=result.message,
-        base_url=settings.feishu_base_url,
+        base_url=runtime.settings.feishu_base_url,
         **result.detail,
     )
     await session.commit()
     await session.refresh(connector)
     return result
+
+
+def _credentials(box: SecretBox, connector: FeishuConnector) -> tuple[str, str]:
+    if not connector.app_id:
+        raise InvalidRequest("app_id is empty: set the App ID before verifying", field="app_id")
+    secret = read_secret(box, connector, "app_secret")
+    if not secret:
+        raise InvalidRequest("app_secret is not set: set the App Secret before verifying", field="app_secret")
+    return connector.app_id, secret
+
+
+async def _ask_feishu(runtime: Runtime, app_id: str, secret: str) -> Verification:
+    settings = runtime.settings
+    try:
+        token = await request_tenant_token(
+            runtime.http,
+            base_url=settings.feishu_base_url,
+            app_id=app_id,
+            app_secret=secret,
+            timeout=settings.feishu_http_timeout,
+        )
+    except FeishuError as exc:
+        return Verification(ok=False, message=exc.message, detail=exc.detail())
+    return Verification(
+        ok=True,
+        message="Feishu accepted the App ID and App Secret",
+        detail={"token_expires_in": token.expire_seconds},
+    )
+
+
+async def _store_verification(
+    session: AsyncSession, connector_id: int, checked: dict[str, Any], result: Verification
+) -> bool:
+    """Store the outcome if the credentials are still those checked; False when they changed meanwhile.
+    A failure also disables the connector."""
+    now = utcnow()
+    applied = await session.execute(
+        update(FeishuConnector)
+        .where(
+            FeishuConnector.id == connector_id,
+            FeishuConnector.app_id == checked["app_id"],
+            FeishuConnector.app_secret_enc == checked["app_secret_enc"],
+        )
+        .values(
+            callback_verified=result.ok,
+            last_verified_at=now if result.ok else None,
+            last_error=None if result.ok else result.message,
+            updated_at=now,
+            **({} if result.ok else {"enabled": False}),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(applied.rowcount)  # type: ignore[attr-defined]
 
 
 async def set_enabled(
@@ -269,3 +293,48 @@ async def delete_connector(session: AsyncSession, *, connector: FeishuConnector,
     )
     await session.delete(connector)
     await session.commit()
+
+
+class TextSender(Protocol):
+    """What sends the test message (feishu.outbound.Outbound): handed in, so this package imports no
+    transport. Raises OutboundError (a 409) when Feishu does not take the text within ``wait_seconds``."""
+
+    async def send_text(
+        self, connector_id: int, *, chat_id: str, text: str, wait_seconds: float | None = None
+    ) -> list[str]: ...
+
+
+async def _test_chat(session: AsyncSession, connector: FeishuConnector, chat_id: str | None) -> str:
+    """``chat_id`` if given, else the first allowed chat, else the chat of the latest inbound message."""
+    chat_id = chat_id or (connector.allowed_chat_ids[0] if connector.allowed_chat_ids else None)
+    if not chat_id:
+        chat_id = await session.scalar(
+            select(InboundMessage.chat_id)
+            .where(InboundMessage.connector_id == connector.id)
+            .order_by(InboundMessage.id.desc())
+            .limit(1)
+        )
+    if not chat_id:
+        raise Conflict(
+            "no chat to send to: give chat_id, set allowed_chat_ids, or write to the bot first",
+            field="chat_id",
+        )
+    return chat_id
+
+
+async def send_test_message(
+    session: AsyncSession,
+    *,
+    sender: TextSender,
+    connector: FeishuConnector,
+    chat_id: str | None,
+    text: str,
+    wait_seconds: float,
+) -> tuple[str, list[str]]:
+    """Really send ``text``; the chat it went to and Feishu's message ids."""
+    connector_id = connector.id
+    chat_id = await _test_chat(session, connector, chat_id)
+    await session.close()  # hold no connection while Feishu answers
+    return chat_id, await sender.send_text(
+        connector_id, chat_id=chat_id, text=text, wait_seconds=wait_seconds
+    )

@@ -166,6 +166,51 @@ class ControlError(Exception):
         self.status, self.message = status, message
 
 
+def _user_content(body: SendIn, text: str, mentions: list[dict[str, Any]], resource_key: str) -> str:
+    """The message's ``content`` as Feishu carries it for its type."""
+    if body.message_type == "post":
+        paragraph: list[dict[str, Any]] = [
+            {"tag": "at", "user_id": m["key"], "user_name": m["name"]} for m in mentions
+        ]
+        paragraph.append({"tag": "text", "text": (" " if mentions else "") + body.text})
+        paragraphs = [paragraph]
+        if resource_key:
+            paragraphs.append([{"tag": "img", "image_key": resource_key}])
+        return json.dumps({"title": body.post_title, "content": paragraphs}, ensure_ascii=False)
+    if body.message_type == "image":
+        return json.dumps({"image_key": resource_key})
+    if body.message_type == "file":
+        return json.dumps({"file_key": resource_key, "file_name": body.file_name or "file.txt"})
+    return json.dumps({"text": text}, ensure_ascii=False)
+
+
+def _find_button(card: dict[str, Any], wanted: int | str) -> dict[str, Any]:
+    """The button clicked: by its index on the card, or by its text."""
+    buttons = card_buttons(card)
+    if isinstance(wanted, int):
+        if not 0 <= wanted < len(buttons):
+            raise ControlError(400, f"the card has {len(buttons)} buttons")
+        return buttons[wanted]
+    matches = [b for b in buttons if button_text(b) == wanted]
+    if not matches:
+        raise ControlError(400, f"the card has no button {wanted!r}")
+    return matches[0]
+
+
+def _apply_card_answer(message: Message, response: dict[str, Any]) -> bool:
+    """Show the card the bot answered with (a raw card), as Feishu does; True when the card changed."""
+    new_card = response.get("card")
+    if not (
+        isinstance(new_card, dict)
+        and new_card.get("type") == "raw"
+        and isinstance(new_card.get("data"), dict)
+    ):
+        return False
+    message.content = json.dumps(new_card["data"], ensure_ascii=False)
+    message.updated, message.update_time = True, now_ms()
+    return True
+
+
 def _message_view(message: Message, world: World) -> dict[str, Any]:
     sender = world.users.get(message.sender_open_id)
     view: dict[str, Any] = {
@@ -347,28 +392,8 @@ class Control:
         resource_key = ""
         if body.resource_base64:
             resource_key = new_id("img_v3_" if body.message_type in ("image", "post") else "file_v3_", 10)
-        if body.message_type == "post":
-            paragraph: list[dict[str, Any]] = [
-                {"tag": "at", "user_id": m["key"], "user_name": m["name"]} for m in mentions
-            ]
-            paragraph.append({"tag": "text", "text": (" " if mentions else "") + body.text})
-            paragraphs = [paragraph]
-            if resource_key:
-                paragraphs.append([{"tag": "img", "image_key": resource_key}])
-            content = json.dumps({"title": body.post_title, "content": paragraphs}, ensure_ascii=False)
-        elif body.message_type == "image":
-            content = json.dumps({"image_key": resource_key})
-        elif body.message_type == "file":
-            content = json.dumps({"file_key": resource_key, "file_name": body.file_name or "file.txt"})
-        else:
-            content = json.dumps({"text": text}, ensure_ascii=False)
-        root_id = thread_id = ""
-        if body.thread_of:
-            parent = self.world.messages.get(body.thread_of)
-            if parent is None:
-                raise ControlError(404, f"no message {body.thread_of}")
-            root_id = parent.root_id or parent.message_id
-            thread_id = parent.thread_id = parent.thread_id or new_id("omt_", 8)
+        content = _user_content(body, text, mentions, resource_key)
+        root_id, thread_id = self._thread_of(body.thread_of)
         message = self.world.store(
             Message(
                 new_id("om_"),
@@ -403,6 +428,16 @@ class Control:
             "delivery": delivery.public(),
         }
 
+    def _thread_of(self, parent_id: str) -> tuple[str, str]:
+        """(root_id, thread_id) for a reply in the thread of ``parent_id``; the parent joins a thread."""
+        if not parent_id:
+            return "", ""
+        parent = self.world.messages.get(parent_id)
+        if parent is None:
+            raise ControlError(404, f"no message {parent_id}")
+        parent.thread_id = parent.thread_id or new_id("omt_", 8)
+        return parent.root_id or parent.message_id, parent.thread_id
+
     async def card_entity(self, request: Request) -> dict[str, Any]:
         card = self.world.cards.get(request.path_params["card_id"])
         if card is None:
@@ -420,18 +455,7 @@ class Control:
         app = self._app(body.app_id or message.app_id)
         operator = self._user(body.operator)
         card = parse_card(message.content)
-        buttons = card_buttons(card)
-        button: dict[str, Any] = {}
-        if body.value is None:
-            if isinstance(body.button, int):
-                if not 0 <= body.button < len(buttons):
-                    raise ControlError(400, f"the card has {len(buttons)} buttons")
-                button = buttons[body.button]
-            else:
-                matches = [b for b in buttons if button_text(b) == body.button]
-                if not matches:
-                    raise ControlError(400, f"the card has no button {body.button!r}")
-                button = matches[0]
+        button = {} if body.value is not None else _find_button(card, body.button)
         # A given value stands for a click on a card as it was before an update (a stale screen).
         value = body.value if body.value is not None else button.get("value", {})
         form_value = body.form_value
@@ -459,21 +483,12 @@ class Control:
         if delivery.ack.code != 200:
             return {"status": "error", "event_id": delivery.event_id, "ack_code": delivery.ack.code}
         response = delivery.ack.data if isinstance(delivery.ack.data, dict) else {}
-        new_card = response.get("card")
-        card_updated = False
-        if (
-            isinstance(new_card, dict)
-            and new_card.get("type") == "raw"
-            and isinstance(new_card.get("data"), dict)
-        ):
-            message.content = json.dumps(new_card["data"], ensure_ascii=False)
-            message.updated, message.update_time, card_updated = True, now_ms(), True
         return {
             "status": "answered",
             "event_id": delivery.event_id,
             "response": response,
             "toast": response.get("toast"),
-            "card_updated": card_updated,
+            "card_updated": _apply_card_answer(message, response),
         }
 
     async def raw_event(self, request: Request) -> dict[str, Any]:

@@ -208,10 +208,6 @@ class FeishuBridge:
     def instance_id(self) -> str:
         return self._instance_id
 
-    def is_connected(self, connector_id: int) -> bool:
-        app = self._apps.get(connector_id)
-        return bool(app and app.connection and not app.connection.done())
-
     # --- status -------------------------------------------------------------------------------------
     async def _on_state(self, connector_id: int, change: StateChange) -> None:
         action, level = _STATE_LOG[change.state]

@@ -10,9 +10,11 @@ import os
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from echocenter.errors import MalformedData
 
-class CallbackCryptoError(ValueError):
-    pass
+
+class CallbackCryptoError(MalformedData):
+    """An encrypted callback body that is not base64, has the wrong length or does not decrypt."""
 
 
 def _key(encrypt_key: str) -> bytes:

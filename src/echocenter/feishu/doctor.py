@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from echocenter.db.models import FeishuConnector
+from echocenter.errors import UpstreamError
 from echocenter.feishu.connector_config import read_secret
 from echocenter.feishu.openapi import FeishuError, request_tenant_token
 from echocenter.secretbox import SecretBox
@@ -138,8 +139,8 @@ class _Answer:
         return msg if isinstance(msg, str) else None
 
 
-class _Unreachable(Exception):
-    pass
+class _Unreachable(UpstreamError):
+    """Feishu did not answer (timeout, network): the check fails with that, not with an exception."""
 
 
 async def _call(http: httpx.AsyncClient, method: str, url: str, timeout: float, **kwargs: Any) -> _Answer:

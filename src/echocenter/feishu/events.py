@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from echocenter.contracts import CardActionEvent, UserIds
+from echocenter.errors import MalformedData
 
 
-class EventParseError(ValueError):
+class EventParseError(MalformedData):
     """A payload that is not a Feishu event we can read."""
 
 

@@ -6,12 +6,13 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from echocenter import metrics
+from echocenter.errors import UpstreamError
 
 TENANT_TOKEN_PATH = "/open-apis/auth/v3/tenant_access_token/internal"
 
@@ -23,19 +24,24 @@ _CODE_HINTS = {
 }
 
 
-@dataclass(slots=True)
-class FeishuError(Exception):
+class FeishuError(UpstreamError):
     """A failed Feishu call. ``kind`` is one of timeout, network, http, bad_response, api."""
 
-    kind: str
-    message: str
-    feishu_code: int | None = None
-    feishu_msg: str | None = None
-    http_status: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __str__(self) -> str:
-        return self.message
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        *,
+        feishu_code: int | None = None,
+        feishu_msg: str | None = None,
+        http_status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.feishu_code = feishu_code
+        self.feishu_msg = feishu_msg
+        self.http_status = http_status
+        self.extra: dict[str, Any] = {}
 
     def detail(self) -> dict[str, Any]:
         return {
@@ -115,6 +121,29 @@ REFUSAL_HOLD_SECONDS = 30.0
 CredentialsLoader = Callable[[], Awaitable[tuple[str, str] | None]]
 
 
+def _refusal(response: httpx.Response, body: dict[str, Any] | None) -> tuple[FeishuError, bool]:
+    """The error for an answer that is not a code-0 success (counted in the metrics), and whether a retry
+    may help (5xx, 429, a rate-limit code)."""
+    code = body.get("code") if body is not None else None
+    msg = body.get("msg") if body is not None else None
+    error = FeishuError(
+        "api" if isinstance(code, int) else "http",
+        f"Feishu answered {msg or 'an error'} (HTTP {response.status_code}, code {code})",
+        feishu_code=code if isinstance(code, int) else None,
+        feishu_msg=msg if isinstance(msg, str) else None,
+        http_status=response.status_code,
+    )
+    metrics.feishu_failure(
+        error.feishu_code,
+        refusal=response.status_code == 429 or code in RATE_LIMIT_CODES,
+        http_status=response.status_code,
+    )
+    reset = response.headers.get("x-ogw-ratelimit-reset")
+    if reset is not None:
+        error.extra["ratelimit_reset"] = reset
+    return error, response.status_code >= 500 or response.status_code == 429 or code in RATE_LIMIT_CODES
+
+
 class OpenApiClient:
     """One app's Open API client: cached tenant token, retries with backoff on 5xx and rate limits.
 
@@ -145,7 +174,7 @@ class OpenApiClient:
         self._token_lock = asyncio.Lock()
         self._reload_credentials = reload_credentials
         self._refused: tuple[FeishuError, float] | None = None  # the refusal, and until when it stands
-        self.requests_sent = 0  # every HTTP request, token requests included (for the benchmark)
+        self.requests_sent = 0  # every HTTP request, token requests included (a test counts them)
 
     async def tenant_token(self, *, force: bool = False) -> str:
         async with self._token_lock:
@@ -200,28 +229,11 @@ class OpenApiClient:
         while True:
             attempt += 1
             token = await self.tenant_token()
-            self.requests_sent += 1
             try:
-                response = await self._http.request(
-                    method,
-                    self._base_url + path,
-                    json=json,
-                    params=params,
-                    timeout=self._timeout,
-                    headers={"Authorization": f"Bearer {token}"},
-                )
-            except httpx.TimeoutException as exc:
-                error = FeishuError("timeout", f"Feishu did not answer within {self._timeout:g} s")
-                metrics.feishu_failure(None, refusal=False, kind="timeout")
+                response = await self._send(method, path, token, json=json, params=params)
+            except FeishuError:  # nothing answered (timeout, network)
                 if attempt >= max_attempts:
-                    raise error from exc
-                await asyncio.sleep(self._delay(attempt, None))
-                continue
-            except httpx.HTTPError as exc:
-                error = FeishuError("network", f"cannot reach Feishu ({type(exc).__name__})")
-                metrics.feishu_failure(None, refusal=False, kind="network")
-                if attempt >= max_attempts:
-                    raise error from exc
+                    raise
                 await asyncio.sleep(self._delay(attempt, None))
                 continue
             body = _json_object(response)
@@ -234,26 +246,41 @@ class OpenApiClient:
             if code == 0 and response.is_success:
                 data = body.get("data") if body is not None else None
                 return data if isinstance(data, dict) else (body or {})
-            retryable = response.status_code >= 500 or response.status_code == 429 or code in RATE_LIMIT_CODES
-            msg = body.get("msg") if body is not None else None
-            error = FeishuError(
-                "api" if isinstance(code, int) else "http",
-                f"Feishu answered {msg or 'an error'} (HTTP {response.status_code}, code {code})",
-                feishu_code=code if isinstance(code, int) else None,
-                feishu_msg=msg if isinstance(msg, str) else None,
-                http_status=response.status_code,
-            )
-            metrics.feishu_failure(
-                error.feishu_code,
-                refusal=response.status_code == 429 or code in RATE_LIMIT_CODES,
-                http_status=response.status_code,
-            )
-            reset = response.headers.get("x-ogw-ratelimit-reset")
-            if reset is not None:
-                error.extra["ratelimit_reset"] = reset
+            error, retryable = _refusal(response, body)
             if not retryable or attempt >= max_attempts:
                 raise error
-            await asyncio.sleep(self._delay(attempt, reset))
+            await asyncio.sleep(self._delay(attempt, error.extra.get("ratelimit_reset")))
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        token: str,
+        *,
+        json: dict[str, Any] | None,
+        params: dict[str, str] | None,
+    ) -> httpx.Response:
+        """One HTTP request. FeishuError (timeout, network) when nothing answered."""
+        self.requests_sent += 1
+        try:
+            return await self._http.request(
+                method,
+                self._base_url + path,
+                json=json,
+                params=params,
+                timeout=self._timeout,
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        except httpx.HTTPError as exc:  # one arm for both: they differ only in words
+            timed_out = isinstance(exc, httpx.TimeoutException)
+            kind = "timeout" if timed_out else "network"
+            message = (
+                f"Feishu did not answer within {self._timeout:g} s"
+                if timed_out
+                else f"cannot reach Feishu ({type(exc).__name__})"
+            )
+            metrics.feishu_failure(None, refusal=False, kind=kind)
+            raise FeishuError(kind, message) from exc
 
     async def download(self, path: str, *, params: dict[str, str], max_bytes: int) -> tuple[bytes, str]:
         """A binary resource (e.g. a message's image or file) and its Content-Type, read at most

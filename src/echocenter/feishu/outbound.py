@@ -10,6 +10,7 @@ import logging
 import uuid as uuid_lib
 from typing import Any
 
+from echocenter.errors import UpstreamError
 from echocenter.feishu.outbox import (
     NewRow,
     Outbox,
@@ -22,13 +23,16 @@ from echocenter.feishu.outbox import (
 
 log = logging.getLogger(__name__)
 
-TEXT_LIMIT_BYTES = 150 * 1024
 TEXT_CHUNK_BYTES = 60 * 1024  # well under the limit, after JSON escaping
 PART_UUID_BASE_MAX = 44  # leaves "-<part>" room within Feishu's 50-character uuid
 
 
-class OutboundError(Exception):
-    pass
+class OutboundError(UpstreamError):
+    """Feishu did not take a send (in time). A 409 when it reaches a route (the admin's test message): the
+    request is sound, Feishu refuses it for now; the outbox still owns the row."""
+
+    status_code = 409
+    code = "conflict"
 
 
 def part_uuid_base(key: str) -> str:

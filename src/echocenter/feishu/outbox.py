@@ -36,6 +36,7 @@ from sqlalchemy.orm import aliased
 from echocenter import metrics
 from echocenter.db.models import LogLevel, OutboxMessage, OutboxPacing, OutboxStatus
 from echocenter.db.types import utcnow
+from echocenter.errors import UpstreamError
 from echocenter.feishu.openapi import RATE_LIMIT_CODES, TOKEN_INVALID_CODES, FeishuError, OpenApiClient
 from echocenter.feishu.pacing import MemoryPacer, PostgresPacer, Quota, per_minute, per_second
 from echocenter.integration_logs.service import LogAction, record
@@ -73,7 +74,7 @@ class NewRow:
     in_thread: bool = False  # a reply to a message in a thread stays in that thread
 
 
-class OutboxFailed(Exception):
+class OutboxFailed(UpstreamError):
     """A row ended on a permanent Feishu error (its code and message are in the text and the log)."""
 
 

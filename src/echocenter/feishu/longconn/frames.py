@@ -16,6 +16,8 @@ from typing import Any
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 
+from echocenter.errors import MalformedData
+
 __all__ = [
     "Frame",
     "FrameError",
@@ -40,7 +42,7 @@ class FrameType(StrEnum):
     CARD = "card"
 
 
-class FrameError(ValueError):
+class FrameError(MalformedData):
     """Bytes that are not a valid frame."""
 
 
@@ -97,20 +99,6 @@ class Frame:
     @property
     def type(self) -> str | None:
         return self.header("type")
-
-    def with_header(self, key: str, value: str) -> Frame:
-        headers = [(k, v) for k, v in self.headers if k != key] + [(key, value)]
-        return Frame(
-            self.seq_id,
-            self.log_id,
-            self.service,
-            self.method,
-            headers,
-            self.payload,
-            self.payload_encoding,
-            self.payload_type,
-            self.log_id_new,
-        )
 
 
 def encode(frame: Frame) -> bytes:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from echocenter.errors import UpstreamError
 from echocenter.feishu.longconn.frames import Frame, FrameMethod, FrameType, ack_payload
 
 # Discovery answer codes worth retrying; every other non-zero code is fatal (shared/feishu/PROTOCOL.md).
@@ -59,13 +60,13 @@ class ClientConfig:
         )
 
 
-class LongConnError(Exception):
+class LongConnError(UpstreamError):
     """A failure of the long connection. ``fatal``: retrying with the same credentials cannot help."""
 
     def __init__(self, message: str, *, fatal: bool = False, code: int | None = None) -> None:
         super().__init__(message)
         self.fatal = fatal
-        self.code = code
+        self.feishu_code = code
 
 
 def classify_discovery(code: int, msg: str) -> LongConnError:
