@@ -51,11 +51,22 @@ async def poll(probe: Any, timeout: float = 30) -> Any:
     raise TimeoutError("benchmark step did not complete")
 
 
-def peak_rss_mib(pid: int) -> float:
+def _status_mib(pid: int, field: str) -> float:
+    """A memory figure of /proc/<pid>/status (kB there) in MiB; NaN when the kernel does not report it."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def rss_mib(pid: int) -> float:
+    """The process's resident memory now (VmRSS)."""
+    return _status_mib(pid, "VmRSS")
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The most resident memory the process has had (VmHWM)."""
+    return _status_mib(pid, "VmHWM")
 
 
 @dataclass

@@ -41,6 +41,7 @@ from tests.support.fleet import (
     create_connector,
     database_engine,
     flow,
+    patient_feishu,
     register_agent,
     service_env,
     services,
@@ -49,11 +50,8 @@ from tests.support.fleet import (
     wait_for,
 )
 
-from echocenter.emulator import EmulatorConfig
-
-# Quotas off: the scenarios flood one chat to kill mid-flow; within 5 replies/s per chat answers would take
-# minutes (pacing under the quotas is measured by many_connectors.py and tested in test_outbox.py).
-FEISHU = EmulatorConfig(ack_timeout_seconds=3.0, max_delivery_attempts=60, quotas_enabled=False)
+# Feishu's own 3 s ack deadline, patient redelivery, quotas off (pacing: many_connectors.py, test_outbox.py).
+FEISHU = patient_feishu(ack_timeout_seconds=3.0)
 
 
 def killer(service: Service, tally: Tally, emu: RunningEmulator) -> Callable[[], Awaitable[None]]:

@@ -7,9 +7,12 @@ fast as possible, and prints, side by side from one run:
 - events/s fully processed by EchoCenter (deduped, filtered, logged, handed to the Butler: ws_routed entries),
 - events/s acked by the SDK (its handler does nothing),
 - p50/p99 from frame sent to ack received (measured in the emulator),
-- EchoCenter's peak RSS.
+- EchoCenter's peak RSS;
+- with ``--butler real``: messages/s answered (the bot's reply stored in the emulator) and p50/p99 from the
+  message pushed to its reply posted, measured in the emulator, next to the SDK's no-op acks/s, and the
+  service's own view from /metrics (ack and answer latency histograms, replies sent).
 
-Usage: python benchmarks/inbound.py [--count N] [--rate R]
+Usage: python benchmarks/inbound.py [--count N] [--rate R] [--butler noop|real]
 """
 
 from __future__ import annotations
@@ -59,6 +62,46 @@ async def routed_times(api: httpx.AsyncClient, connector_id: int, since: datetim
             return times
 
 
+async def wait_answers(
+    emu: httpx.AsyncClient, batch_id: str, count: int, timeout: float = 120
+) -> dict[str, Any]:
+    """The batch's answer figures once every message has its reply (or the replies stop coming)."""
+    deadline, answered, still = time.monotonic() + timeout, -1, 0
+    while True:
+        stats: dict[str, Any] = (await emu.get(f"/control/bench/stats/{batch_id}?answers=1")).json()
+        still = still + 1 if stats["answered"] == answered else 0
+        answered = stats["answered"]
+        if answered >= count or still >= 20 or time.monotonic() > deadline:
+            return stats
+        await asyncio.sleep(0.5)
+
+
+async def scrape(api: httpx.AsyncClient) -> dict[str, float]:
+    """The service's own counters and histogram buckets from /metrics (name{labels} → value)."""
+    values: dict[str, float] = {}
+    for line in (await api.get("/metrics")).text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+def histogram_quantile(
+    before: dict[str, float], after: dict[str, float], metric: str, q: float
+) -> float | None:
+    """Prometheus-style quantile (upper bucket bound, seconds) of what was observed between two scrapes."""
+    prefix = f'{metric}_bucket{{le="'
+    buckets = sorted(
+        (float(name[len(prefix) : -2]), after[name] - before.get(name, 0.0))
+        for name in after
+        if name.startswith(prefix)
+    )
+    total = buckets[-1][1] if buckets else 0
+    if not total:
+        return None
+    return next(bound for bound, count in buckets if count >= q * total)
+
+
 async def run_phase(
     emu: httpx.AsyncClient,
     api: httpx.AsyncClient | None,
@@ -66,21 +109,28 @@ async def run_phase(
     app_id: str,
     count: int,
     rate: float,
+    *,
+    answers: bool = False,
+    chat_ids: list[str] | None = None,
 ) -> dict[str, Any]:
     started = datetime.now().astimezone()
     t0 = time.perf_counter()
     batch = (
         await emu.post(
-            "/control/bench/push", json={"app_id": app_id, "count": count, "rate_per_second": rate}
+            "/control/bench/push",
+            json={"app_id": app_id, "count": count, "rate_per_second": rate, "chat_ids": chat_ids or []},
         )
     ).json()["batch_id"]
     stats = await wait_batch(emu, batch, count)
+    if answers:
+        stats |= await wait_answers(emu, batch, count)
     result = {
         "acked": stats["acked"],
         "acked_per_s": stats["acked_per_s"],
         "p50": stats["ack_ms_p50"],
         "p99": stats["ack_ms_p99"],
         "redelivered": stats["redelivered"],
+        **{k: stats.get(k) for k in ("answered", "answered_per_s", "answer_ms_p50", "answer_ms_p99")},
     }
     if api is not None:
         # Wait (cheaply: one newest entry per look, so the harness does not load the service) until the
@@ -107,7 +157,7 @@ async def run_phase(
     return result
 
 
-async def main(count: int, rate: float, noop_butler: bool) -> None:
+async def main(count: int, rate: float, noop_butler: bool, chats: int) -> None:
     async with stack(noop_butler=noop_butler, rate_limit_per_minute=10_000) as s:
         emu, api, cid, app = s.emu, s.api, s.connector_id, EMULATOR_APP[0]
         await emu.post("/control/apps", json=SDK_APP)
@@ -127,20 +177,40 @@ async def main(count: int, rate: float, noop_butler: bool) -> None:
             raise RuntimeError(f"not both connected: {apps}")
 
         # Warm-up, then the measured phases, EchoCenter and SDK alternating.
-        await run_phase(emu, api, cid, app, 200, 0)
+        answers = not noop_butler
+        chat_ids = [f"oc_bench_{i:03d}" for i in range(chats)] if chats > 1 else []
+        for chat_id in chat_ids:  # one person writing in each (Feishu sends at most 5 messages/s per chat)
+            await emu.post(
+                "/control/chats", json={"name": chat_id, "members": ["ou_alice"], "chat_id": chat_id}
+            )
+        await run_phase(emu, api, cid, app, 200, 0, answers=answers, chat_ids=chat_ids)
         await run_phase(emu, None, cid, SDK_APP["app_id"], 200, 0)
-        fixed_ec = await run_phase(emu, api, cid, app, int(rate * 10), rate)
+        scraped = [await scrape(api)]
+        fixed_ec = await run_phase(
+            emu, api, cid, app, int(rate * 10), rate, answers=answers, chat_ids=chat_ids
+        )
+        scraped.append(await scrape(api))
         fixed_sdk = await run_phase(emu, None, cid, SDK_APP["app_id"], int(rate * 10), rate)
-        max_ec = await run_phase(emu, api, cid, app, count, 0)
+        scraped.append(await scrape(api))
+        max_ec = await run_phase(emu, api, cid, app, count, 0, answers=answers, chat_ids=chat_ids)
+        scraped.append(await scrape(api))
         max_sdk = await run_phase(emu, None, cid, SDK_APP["app_id"], count, 0)
         rss = peak_rss_mib(s.service_pid)
+    # The service's own view of the fixed-rate phase (between the first two scrapes), from /metrics.
+    fixed_metrics = {
+        "ack_p99_ms": histogram_quantile(*scraped[0:2], "echocenter_ack_latency_seconds", 0.99),
+        "answer_p99_ms": histogram_quantile(*scraped[0:2], "echocenter_answer_latency_seconds", 0.99),
+    }
+    sent_key = 'echocenter_outbox_sent_total{kind="text"}'
+    sent_max = scraped[3].get(sent_key, 0.0) - scraped[2].get(sent_key, 0.0)
 
     def fmt(value: Any, spec: str = ".1f") -> str:
         return "n/a" if value is None else format(value, spec)
 
     print(
         f"Inbound benchmark — {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, SQLite, "
-        f"{'no-op Butler (ingress alone)' if noop_butler else 'real Butler answering each message'}"
+        f"{'no-op Butler (ingress alone)' if noop_butler else 'real Butler answering each message'}, "
+        f"{max(chats, 1)} chat(s)"
     )
     print(f"{'':34}{'EchoCenter':>14}{'lark-oapi no-op':>18}")
     print(
@@ -169,8 +239,40 @@ async def main(count: int, rate: float, noop_butler: bool) -> None:
     if max_ec["acked_per_s"] and max_sdk["acked_per_s"]:
         ack_ratio = max_ec["acked_per_s"] / max_sdk["acked_per_s"]
         print(f"ack ratio (EchoCenter acked / SDK no-op acked): {ack_ratio:.2f}")
+    print(
+        f"{'/metrics, fixed: ack p99 bucket (ms)':34}"
+        f"{fmt(_ms(fixed_metrics['ack_p99_ms']), '.0f'):>14}  (upper bound of the histogram bucket)"
+    )
+    if answers:
+        print(f"{'fixed: answered msg/s':34}{fmt(_rate(fixed_ec)):>14}{'—':>18}")
+        fixed_answer = f"{fmt(fixed_ec['answer_ms_p50'], '.0f')} / {fmt(fixed_ec['answer_ms_p99'], '.0f')}"
+        print(f"{'fixed: pushed → reply p50/p99 (ms)':34}{fixed_answer:>14}{'—':>18}")
+        print(
+            f"{'/metrics, fixed: answer p99 bucket':34}"
+            f"{fmt(_ms(fixed_metrics['answer_p99_ms']), '.0f'):>14}  (handed to the Butler → reply accepted)"
+        )
+        print(f"{'max speed: answered msg/s':34}{fmt(_rate(max_ec)):>14}{fmt(max_sdk['acked_per_s']):>18}")
+        max_answer = f"{fmt(max_ec['answer_ms_p50'], '.0f')} / {fmt(max_ec['answer_ms_p99'], '.0f')}"
+        print(f"{'max speed: pushed → reply p50/p99':34}{max_answer:>14}")
+        print(f"{'max speed: replies sent (/metrics)':34}{sent_max:>14.0f}")
+        answered_rate = _rate(max_ec)
+        if answered_rate and max_sdk["acked_per_s"]:
+            ratio = answered_rate / max_sdk["acked_per_s"]
+            print(f"answer ratio (EchoCenter answered / SDK no-op acked, same run): {ratio:.2f}")
+        print(
+            f"answered: {fixed_ec['answered']}/{int(rate * 10)} fixed, {max_ec['answered']}/{count} max speed"
+        )
     done = max_ec.get("processed")
     print(f"events: {count} at max speed, {int(rate * 10)} at {rate}/s; processed {done}/{count}")
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
+
+
+def _rate(phase: dict[str, Any]) -> float | None:
+    rate: float | None = phase.get("answered_per_s")
+    return rate
 
 
 if __name__ == "__main__":
@@ -185,5 +287,14 @@ if __name__ == "__main__":
         default="noop",
         help="noop: the ingress alone (the issue's measure); real: the Butler answers each message",
     )
+    parser.add_argument(
+        "--chats",
+        type=int,
+        default=None,
+        help="chats the messages go round, one person writing in each (default: 1 with the no-op Butler, "
+        "50 with the real one: Feishu takes at most 5 messages/s per chat, and replies in a chat go one "
+        "at a time, in order)",
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.count, args.rate, args.butler == "noop"))
+    chats = args.chats if args.chats is not None else (1 if args.butler == "noop" else 50)
+    asyncio.run(main(args.count, args.rate, args.butler == "noop", chats))

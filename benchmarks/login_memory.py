@@ -22,17 +22,9 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from pathlib import Path
 
 import httpx
-from _stack import free_port, peak_rss_mib, wait_http
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+from _stack import free_port, peak_rss_mib, rss_mib, wait_http
 
 
 async def login_from(url: str, address: str, username: str) -> int:

@@ -97,10 +97,19 @@ async def server(
         yield running
 
 
+# The emulator e2e tests run on: ack deadline shortened so redelivery tests stay quick.
+E2E_EMULATOR = {"ack_timeout_seconds": 1.0, "card_response_timeout_seconds": 3.0}
+
+
 @pytest.fixture
-async def emu() -> AsyncIterator[RunningEmulator]:
-    """The Feishu emulator on a real port (ack deadline shortened so redelivery tests stay quick)."""
-    async with running_emulator(
-        EmulatorConfig(ack_timeout_seconds=1.0, card_response_timeout_seconds=3.0)
-    ) as e:
+async def emu(request: pytest.FixtureRequest) -> AsyncIterator[RunningEmulator]:
+    """The Feishu emulator on a real port. A module or test sets its config with
+    ``@pytest.mark.emulator(**EmulatorConfig fields)`` (no fields: Feishu's own defaults) or
+    ``@pytest.mark.emulator(an EmulatorConfig)``, else E2E_EMULATOR applies."""
+    marker = request.node.get_closest_marker("emulator")
+    if marker and marker.args:
+        config: EmulatorConfig = marker.args[0]
+    else:
+        config = EmulatorConfig(**(marker.kwargs if marker else E2E_EMULATOR))
+    async with running_emulator(config) as e:
         yield e

@@ -68,34 +68,12 @@ from echocenter.logging_setup import log_event
 from echocenter.runtime import Runtime
 from echocenter.secretbox import SecretBox
 from echocenter.settings import Environment, Settings
+from echocenter.taskset import TaskSet
 
 log = logging.getLogger(__name__)
 DEPARTED_INSTANCE_RETENTION = timedelta(days=1)
 
 INITIAL_ADMIN_PASSWORD_FILE = "initial-admin-password"
-
-
-class BackgroundTasks:
-    """Tasks the app holds for its lifetime; a failure is logged, never lost, and stop cancels them all."""
-
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    def start(self, name: str, coro: Awaitable[Any]) -> None:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        task.set_name(name)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background_task_failed task=%s", task.get_name(), exc_info=task.exception())
-
-    async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 async def _every(seconds: float, job: Callable[[], Awaitable[None]]) -> None:
@@ -202,7 +180,7 @@ class Services:
     bridge: FeishuBridge
 
 
-async def _wire_services(runtime: Runtime, tasks: BackgroundTasks, butler: MessageHandler | None) -> Services:
+async def _wire_services(runtime: Runtime, tasks: TaskSet, butler: MessageHandler | None) -> Services:
     """Lowest first: no part is built before what it calls (``butler`` replaces the Butler service)."""
     settings = runtime.settings
     cluster = await ClusterNode.join(runtime, start=tasks.start)
@@ -244,7 +222,7 @@ def _outbox(runtime: Runtime, apps: FeishuApps) -> Outbox:
 
 def _butler_service(
     runtime: Runtime,
-    tasks: BackgroundTasks,
+    tasks: TaskSet,
     apps: FeishuApps,
     outbound: Outbound,
     workflow: ApprovalWorkflow,
@@ -305,7 +283,7 @@ async def _sweep_approvals(runtime: Runtime, workflow: ApprovalWorkflow) -> None
             await workflow.sweep_reminders()
 
 
-def _start_periodic_jobs(runtime: Runtime, tasks: BackgroundTasks, services: Services) -> None:
+def _start_periodic_jobs(runtime: Runtime, tasks: TaskSet, services: Services) -> None:
     settings = runtime.settings
     prune = functools.partial(_prune_once, runtime)
     sweep = functools.partial(_sweep_approvals, runtime, services.workflow)
@@ -318,7 +296,7 @@ def _start_periodic_jobs(runtime: Runtime, tasks: BackgroundTasks, services: Ser
     tasks.start("inbox-redrive", _every(settings.inbox_sweep_seconds, services.bridge.redrive))
 
 
-async def _shut_down(runtime: Runtime, tasks: BackgroundTasks, services: Services) -> None:
+async def _shut_down(runtime: Runtime, tasks: TaskSet, services: Services) -> None:
     await services.outbox.stop()
     await services.bridge.stop()
     await tasks.stop()
@@ -335,7 +313,7 @@ def _lifespan(
         runtime = await _open_runtime(settings)
         passwords = Passwords.from_settings(settings)
         await _ensure_first_admin(runtime, passwords)
-        tasks = BackgroundTasks()
+        tasks = TaskSet()
         services = await _wire_services(runtime, tasks, butler)
         _publish(app.state, runtime, passwords, services)
         _start_periodic_jobs(runtime, tasks, services)

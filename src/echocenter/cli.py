@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import getpass
 import os
 import sys
@@ -29,8 +30,12 @@ def _serve(args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     app = create_app(settings)
+    # What start-up built lives as long as the process: kept out of the collector's full passes, whose
+    # pauses (tens of ms on a full heap) would otherwise land on some acks (issue 9's ack p99).
+    gc.freeze()
     uvicorn.run(
         AgentSocketRoute(app, state=app.state),  # agent sockets: the leanest path (agents/socket.py)
+        interface="asgi3",  # not guessed: the route's __call__ is a plain function returning a coroutine
         host=host,
         port=port,
         log_level=settings.log_level.lower(),

@@ -17,12 +17,16 @@
     │   └── FrameRefused                                         agents.frames: carries the close code
     ├── UpstreamError               a party we depend on failed or refused
     │   ├── FeishuError                                          feishu.openapi: one Open API call
-    │   ├── LongConnError                                        feishu.longconn.protocol: ``fatal`` or not
+    │   ├── LongConnError                                        feishu.longconn.protocol: retry or fatal
+    │   │   ├── DiscoveryRefused                                 discovery answered a non-zero code
+    │   │   ├── HandshakeRefused                                 the WebSocket upgrade was refused
+    │   │   └── ConnectionDead                                   the watchdog heard nothing
     │   ├── OutboxFailed                                         feishu.outbox: a permanent Feishu error
     │   ├── OutboundError           409 conflict                 feishu.outbound: a send not taken (in time)
     │   ├── BrainError                                           butler.brains: the LLM could not answer
     │   └── AgentOffline                                         agents.hub: not connected or unreachable
     ├── IllegalTransition           (also a ValueError)          approvals.states: a move refused (a bug)
+    ├── IllegalConnTransition       (also a RuntimeError)        feishu.longconn.protocol: a bug too
     └── AgentStop                                                agents.example: bad URL, refused token
 
 The HTTP classes are raised by services and routers; the rest are handled where they occur and are a 500

@@ -13,7 +13,7 @@ from echocenter.db.engine import make_engine, make_sessionmaker
 from echocenter.db.migrate import upgrade_to_head
 from echocenter.feishu.pacing import HEADROOM, PostgresPacer, per_second
 from tests.support.databases import Database
-from tests.unit.test_pacing import most_in_any_window
+from tests.support.windows import most_in_any_window
 
 
 @pytest.mark.parametrize("database", ["postgresql"], indirect=True)

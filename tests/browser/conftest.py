@@ -10,7 +10,7 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
 from tests.conftest import Server
-from tests.e2e.conftest import e2e_settings, serve_echocenter
+from tests.e2e.harness import e2e_settings, serve_echocenter
 from tests.support.databases import fresh_database
 from tests.support.emulator import RunningEmulator
 

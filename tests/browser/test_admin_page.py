@@ -7,7 +7,7 @@ from playwright.async_api import Browser, Page, expect
 
 from tests.browser.conftest import shot
 from tests.conftest import ADMIN_PASS, ADMIN_USER, Server
-from tests.e2e.test_butler import agent_running, register_agent
+from tests.e2e.harness import agent_running, register_agent
 from tests.support.emulator import APP_ID, APP_SECRET, RunningEmulator
 
 

@@ -8,9 +8,8 @@ from playwright.async_api import Browser, expect
 from tests.browser.conftest import shot
 from tests.browser.test_admin_page import log_in
 from tests.conftest import Server
-from tests.e2e.conftest import create_verified_connector
+from tests.e2e.harness import agent_running, create_verified_connector, register_agent
 from tests.e2e.test_approval_policy import add_people
-from tests.e2e.test_butler import agent_running, register_agent
 from tests.support.emulator import RunningEmulator
 from tests.support.waiting import eventually
 

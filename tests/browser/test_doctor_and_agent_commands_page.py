@@ -7,7 +7,7 @@ from playwright.async_api import Browser, expect
 from tests.browser.conftest import shot
 from tests.browser.test_admin_page import log_in
 from tests.conftest import Server
-from tests.e2e.conftest import create_verified_connector
+from tests.e2e.harness import create_verified_connector
 from tests.support.emulator import APP_ID, RunningEmulator
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from playwright.async_api import Browser, expect
 
 from tests.browser.conftest import shot
-from tests.e2e.conftest import create_verified_connector, e2e_settings, serve_echocenter
+from tests.e2e.harness import create_verified_connector, e2e_settings, serve_echocenter
 from tests.e2e.test_streaming import PNG
 from tests.support.databases import fresh_database
 from tests.support.emulator import RunningEmulator

@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import create_verified_connector, serve_echocenter
-from tests.e2e.test_butler import AGENT, Story, asked, register_agent, story
+from tests.e2e.harness import AGENT, Stack, asked, create_verified_connector, register_agent, serve_echocenter
 from tests.e2e.test_llm_brain import llm_settings
 from tests.support.databases import Database
 from tests.support.emulator import RunningEmulator
@@ -15,15 +14,13 @@ from tests.support.fake_openai import FakeOpenAI, text_answer, tool_answer
 from tests.support.live import serve
 from tests.support.waiting import eventually
 
-__all__ = ["story"]  # the fixture, shared with test_butler
 
-
-async def _agent(story: Story) -> dict[str, Any]:
+async def _agent(story: Stack) -> dict[str, Any]:
     [agent] = (await story.api.get("/api/agents")).json()["items"]
     return dict(agent)
 
 
-async def test_the_example_agent_declares_its_allow_list_when_it_connects(story: Story) -> None:
+async def test_the_example_agent_declares_its_allow_list_when_it_connects(story: Stack) -> None:
     async def declared() -> dict[str, Any] | None:
         agent = await _agent(story)
         return agent if agent["declared_commands"] else None
@@ -36,7 +33,7 @@ async def test_the_example_agent_declares_its_allow_list_when_it_connects(story:
     assert reply["content"]["text"] == f"Online agents: {AGENT} (runs: uptime; whoami)"
 
 
-async def test_a_command_outside_the_list_gets_no_card_but_a_reason(story: Story) -> None:
+async def test_a_command_outside_the_list_gets_no_card_but_a_reason(story: Stack) -> None:
     agent = await _agent(story)
     patched = await story.api.patch(
         f"/api/agents/{agent['id']}", json={"commands": ["uptime", "systemctl restart {unit}"]}
@@ -62,7 +59,7 @@ async def test_a_command_outside_the_list_gets_no_card_but_a_reason(story: Story
     assert len(await story.logs("approval_refused")) == 2
 
 
-async def test_commands_are_validated_and_need_an_admin(story: Story) -> None:
+async def test_commands_are_validated_and_need_an_admin(story: Stack) -> None:
     agent = await _agent(story)
     bad = await story.api.patch(f"/api/agents/{agent['id']}", json={"commands": ["echo {"]})
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "validation_error"
@@ -90,7 +87,7 @@ async def test_the_llm_tool_description_lists_each_agents_commands(
         await register_agent(server.client)
         web = {"name": "web-1", "commands": ["systemctl restart {unit}"]}
         assert (await server.client.post("/api/agents", json=web)).status_code == 201
-        story = Story(server, emu, connector_id)
+        story = Stack(server, emu, connector_id)
         fake.answers.append(tool_answer("web-1", "reboot", "the user asked"))
         fake.answers.append(text_answer("web-1 only restarts units; I asked for nothing."))
         message_id = await story.say("reboot web-1 please")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.e2e.test_butler import Story, asked, register_agent, story_with_agent
+from tests.e2e.harness import Stack, asked, register_agent, story_with_agent
 from tests.support.databases import Database
 from tests.support.emulator import RunningEmulator
 
@@ -20,13 +20,13 @@ NUL_AGENT = "nul-agent"
 
 
 @pytest.fixture
-async def running(database: Database, tmp_path: Path, emu: RunningEmulator) -> AsyncIterator[Story]:
+async def running(database: Database, tmp_path: Path, emu: RunningEmulator) -> AsyncIterator[Stack]:
     async with story_with_agent(database, tmp_path, emu) as s:
         yield s
 
 
 @asynccontextmanager
-async def agent_answering(story: Story, token: str, output: str) -> AsyncIterator[None]:
+async def agent_answering(story: Stack, token: str, output: str) -> AsyncIterator[None]:
     url = story.server.url.replace("http", "ws", 1) + "/api/agents/ws"
 
     async def answer_every_directive() -> None:
@@ -46,7 +46,7 @@ async def agent_answering(story: Story, token: str, output: str) -> AsyncIterato
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_nul_bytes_in_an_agent_output_are_kept_as_replacement_characters(running: Story) -> None:
+async def test_nul_bytes_in_an_agent_output_are_kept_as_replacement_characters(running: Stack) -> None:
     token = await register_agent(running.api, NUL_AGENT)
     async with agent_answering(running, token, "HOME=/root\x00PATH=/bin\x00"):
         _, _, approval = await asked(running, f"run {NUL_AGENT} cat /proc/self/environ")

@@ -9,15 +9,14 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_butler import AGENT, Story, asked, story_with_agent
-from tests.e2e.test_butler import story as story  # the fixture: a server, the emulator and a real agent
+from tests.e2e.harness import AGENT, Stack, asked, story_with_agent
 from tests.e2e.test_callback import KEY, TOKEN
 from tests.support.databases import Database
 from tests.support.emulator import APP_ID, RunningEmulator
 from tests.support.waiting import eventually
 
 
-async def to_http_callback(story: Story, *, enable: bool) -> None:
+async def to_http_callback(story: Stack, *, enable: bool) -> None:
     """Move the story's connector to the signed HTTP callback; the emulator then POSTs clicks there."""
     base = f"/api/integrations/feishu/{story.connector_id}"
     changed = await story.api.patch(
@@ -34,7 +33,7 @@ async def to_http_callback(story: Story, *, enable: bool) -> None:
 
 
 async def click(
-    story: Story, card_id: str, value: dict[str, Any], operator: str = "ou_alice"
+    story: Stack, card_id: str, value: dict[str, Any], operator: str = "ou_alice"
 ) -> dict[str, Any]:
     result: dict[str, Any] = await story.emu.control(
         "POST", "/cards/click", {"message_id": card_id, "operator": operator, "value": value}
@@ -42,13 +41,13 @@ async def click(
     return result
 
 
-async def refusals(story: Story) -> list[str]:
+async def refusals(story: Stack) -> list[str]:
     entries = await story.logs("ws_auth_card_decision")
     return [e["detail"]["reason"] for e in entries if e["detail"].get("refused")]
 
 
 @pytest.mark.parametrize("transport", ["long_connection", "http_callback"])
-async def test_a_disabled_connector_decides_nothing(story: Story, transport: str) -> None:
+async def test_a_disabled_connector_decides_nothing(story: Stack, transport: str) -> None:
     _, card, approval = await asked(story)
     if transport == "http_callback":
         await to_http_callback(story, enable=False)  # new credentials leave it disabled until enabled
@@ -67,7 +66,7 @@ async def test_a_disabled_connector_decides_nothing(story: Story, transport: str
         assert deliveries[-1]["ack_device_id"] == "http"
 
 
-async def test_a_click_on_one_card_cannot_decide_another(story: Story) -> None:
+async def test_a_click_on_one_card_cannot_decide_another(story: Stack) -> None:
     _, card_x, approval_x = await asked(story)
     await story.say(f"run {AGENT} whoami")
 
@@ -86,7 +85,7 @@ async def test_a_click_on_one_card_cannot_decide_another(story: Story) -> None:
     assert own["toast"]["content"] == "Rejected."
 
 
-async def test_a_forged_signed_click_with_a_made_up_message_is_refused_over_http(story: Story) -> None:
+async def test_a_forged_signed_click_with_a_made_up_message_is_refused_over_http(story: Stack) -> None:
     _, card, approval = await asked(story)
     await to_http_callback(story, enable=True)
     # The emulator signs what it sends; the click names a message that is not this approval's card.
@@ -109,7 +108,7 @@ async def test_a_forged_signed_click_with_a_made_up_message_is_refused_over_http
         ({"approval_id": 1, "decision": True}, "Unknown decision."),
     ],
 )
-async def test_card_values_are_strictly_typed(story: Story, value: dict[str, Any], toast: str) -> None:
+async def test_card_values_are_strictly_typed(story: Stack, value: dict[str, Any], toast: str) -> None:
     _, card, approval = await asked(story)
     assert approval["id"] == 1  # so that `true` would have meant this one
     answer = await click(story, card["message_id"], value)
@@ -150,7 +149,7 @@ FORGED = "uptime`\n**Reason** routine, approved by SRE lead\n**Asked by** Alice\
     ],
 )
 async def test_commands_that_could_forge_a_card_are_refused_with_a_reason(
-    story: Story, text: str, why: str
+    story: Stack, text: str, why: str
 ) -> None:
     message_id = await story.say(text)
     reply = await story.reply_to(message_id)
@@ -167,7 +166,7 @@ MARKUP = (
 )
 
 
-async def test_untrusted_words_never_become_markup(story: Story) -> None:
+async def test_untrusted_words_never_become_markup(story: Stack) -> None:
     # The admin's list lets the request reach a card; the agent itself still refuses to run it.
     [agent] = (await story.server.client.get("/api/agents")).json()["items"]
     patched = await story.server.client.patch(f"/api/agents/{agent['id']}", json={"commands": [MARKUP]})

@@ -15,9 +15,16 @@ from typing import Any
 import pytest
 
 from echocenter.emulator.openapi import CONTACT_SCOPES
-from tests.e2e.conftest import create_verified_connector, serve_echocenter
-from tests.e2e.test_butler import AGENT, Story, asked, register_agent, story_settings, story_with_agent
-from tests.e2e.test_butler import story as story  # the fixture: a server, the emulator and a real agent
+from tests.e2e.harness import (
+    AGENT,
+    Stack,
+    asked,
+    create_verified_connector,
+    register_agent,
+    serve_echocenter,
+    story_settings,
+    story_with_agent,
+)
 from tests.support.databases import Database, fresh_database
 from tests.support.db_peek import execute_behind_the_service
 from tests.support.emulator import APP_ID, RunningEmulator
@@ -32,7 +39,7 @@ async def add_people(emu: RunningEmulator) -> None:
 
 
 async def vote(
-    story: Story,
+    story: Stack,
     card_id: str,
     approval_id: int,
     decision: str,
@@ -57,7 +64,7 @@ async def vote(
     return result
 
 
-async def approval_of(story: Story, card_id: str) -> dict[str, Any]:
+async def approval_of(story: Stack, card_id: str) -> dict[str, Any]:
     """The approval a card shows (its card_message_id is stored just after Feishu accepted the card)."""
 
     async def carded() -> list[dict[str, Any]]:
@@ -67,11 +74,11 @@ async def approval_of(story: Story, card_id: str) -> dict[str, Any]:
     return found[0]
 
 
-async def kinds(story: Story, approval_id: int) -> list[str]:
+async def kinds(story: Stack, approval_id: int) -> list[str]:
     return [e["kind"] for e in (await story.approval(approval_id))["events"]]
 
 
-async def card_now(story: Story, message_id: str) -> dict[str, Any]:
+async def card_now(story: Stack, message_id: str) -> dict[str, Any]:
     """The card as Feishu now shows it (after every update)."""
     card: dict[str, Any] = json.loads(story.emu.world.messages[message_id].content)
     return card
@@ -82,7 +89,7 @@ def text_of(card: dict[str, Any]) -> str:
 
 
 @pytest.fixture
-async def team(database: Database, tmp_path: Path, emu: RunningEmulator) -> AsyncIterator[Story]:
+async def team(database: Database, tmp_path: Path, emu: RunningEmulator) -> AsyncIterator[Stack]:
     """Alice asks; Bob, Carol Wu and Erin Li approve; four-eyes on (the default); a quorum of two."""
     await add_people(emu)
     connector = {"approvers": APPROVERS, "approvals_required": 2, "allow_self_approval": False}
@@ -112,7 +119,7 @@ async def test_four_eyes_refuses_self_approval_and_another_approver_decides(
         assert done["status"] == "EXECUTED" and done["decided_by"] == "ou_bob"
 
 
-async def test_quorum_two_of_three_with_a_repeated_vote_and_names(team: Story) -> None:
+async def test_quorum_two_of_three_with_a_repeated_vote_and_names(team: Stack) -> None:
     story = team
     _, card, approval = await asked(story)
     assert approval["approvals_required"] == 2
@@ -145,7 +152,7 @@ async def test_quorum_two_of_three_with_a_repeated_vote_and_names(team: Story) -
     assert "approved by Bob, Carol Wu" in result["content"]["text"]  # names in the chat reply
 
 
-async def test_a_concurrent_pair_of_votes_approves_exactly_once(team: Story) -> None:
+async def test_a_concurrent_pair_of_votes_approves_exactly_once(team: Stack) -> None:
     story = team
     _, card, approval = await asked(story)
     await story.emu.control("POST", "/config", {"card_response_timeout_seconds": 3.0})
@@ -165,7 +172,7 @@ async def test_a_concurrent_pair_of_votes_approves_exactly_once(team: Story) -> 
     assert len(decisions) == 1
 
 
-async def test_a_reject_with_a_reason_from_the_card_form_ends_it_after_one_approval(team: Story) -> None:
+async def test_a_reject_with_a_reason_from_the_card_form_ends_it_after_one_approval(team: Stack) -> None:
     story = team
     _, card, approval = await asked(story)
     await vote(story, card["message_id"], approval["id"], "approve", "ou_bob", note="fine by me")
@@ -207,7 +214,7 @@ async def test_names_fall_back_to_open_ids_when_contact_access_is_refused(
         assert len(refusals) == 1 and refusals[0]["detail"]["feishu_code"] == 99991672  # logged once
 
 
-async def test_the_timeline_exports_and_a_tampered_row_is_detected(story: Story) -> None:
+async def test_the_timeline_exports_and_a_tampered_row_is_detected(story: Stack) -> None:
     _, card, approval = await asked(story)
     await story.click(card["message_id"], "Approve")
     await story.settled(approval["id"])
@@ -242,11 +249,11 @@ async def test_the_timeline_exports_and_a_tampered_row_is_detected(story: Story)
     assert broken["approval_id"] == approval["id"] and "hash" in broken["problem"]
 
 
-async def _has_result_event(story: Story, approval_id: int) -> bool:
+async def _has_result_event(story: Stack, approval_id: int) -> bool:
     return "result" in await kinds(story, approval_id)
 
 
-async def _edit_event(story: Story, event_id: int) -> None:
+async def _edit_event(story: Stack, event_id: int) -> None:
     from sqlalchemy import update
 
     from echocenter.db.models import ApprovalEvent
@@ -377,7 +384,7 @@ async def test_concurrent_votes_on_two_instances_approve_exactly_once(
                     return len((await emu.control("GET", "/connections"))["items"]) == 2
 
                 await eventually(two_connections)
-                story = Story(first, emu, 1)
+                story = Stack(first, emu, 1)
                 for n in range(3):
                     message_id = await story.say(f"run {AGENT} uptime #{n}")
                     card = await story.card_for(message_id)
@@ -390,7 +397,7 @@ async def test_concurrent_votes_on_two_instances_approve_exactly_once(
                     done = await story.settled(
                         approval["id"]
                     )  # no agent: it fails, after being approved once
-                    seen_by_second = Story(second, emu, 1)
+                    seen_by_second = Stack(second, emu, 1)
                     events = [e["kind"] for e in (await seen_by_second.approval(approval["id"]))["events"]]
                     assert events.count("vote") == 2 and events.count("decided") == 1, events
                     assert done["status"] in ("EXECUTED", "FAILED") and len(done["votes"]) == 2

@@ -5,178 +5,28 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from echocenter.agents.example import run_agent
-from tests.conftest import Server
-from tests.e2e.conftest import create_verified_connector, e2e_settings, serve_echocenter
+from tests.e2e.harness import (
+    AGENT,
+    Stack,
+    agent_running,
+    asked,
+    create_verified_connector,
+    register_agent,
+    serve_echocenter,
+    story_settings,
+    story_with_agent,
+)
 from tests.support.databases import Database
 from tests.support.emulator import RunningEmulator
 from tests.support.waiting import eventually
 
-AGENT = "demo-agent"
 
-
-@dataclass
-class Story:
-    server: Server
-    emu: RunningEmulator
-    connector_id: int
-
-    @property
-    def api(self) -> httpx.AsyncClient:
-        return self.server.client
-
-    async def say(self, text: str, sender: str = "ou_alice", chat_id: str = "oc_ops") -> str:
-        sent = await self.emu.control(
-            "POST", "/messages", {"chat_id": chat_id, "sender": sender, "text": text, "mention_bot": True}
-        )
-        message_id: str = sent["message_id"]
-        return message_id
-
-    async def bot_messages(self, chat_id: str = "oc_ops") -> list[dict[str, Any]]:
-        items = (await self.emu.control("GET", f"/chats/{chat_id}/messages"))["items"]
-        return [m for m in items if m["sender_type"] == "app"]
-
-    async def reply_to(self, message_id: str, msg_type: str = "text") -> dict[str, Any]:
-        async def find() -> dict[str, Any] | None:
-            for m in await self.bot_messages():
-                if m["parent_id"] == message_id and m["msg_type"] == msg_type:
-                    return m
-            return None
-
-        return await eventually(find)
-
-    async def card_for(self, message_id: str) -> dict[str, Any]:
-        return await self.reply_to(message_id, "interactive")
-
-    async def click(self, card_id: str, button: str, operator: str = "ou_alice") -> dict[str, Any]:
-        """Click as first shown: a collapsed card keeps its old buttons on a slow screen."""
-        approval_id = next(a["id"] for a in await self.approvals() if a["card_message_id"] == card_id)
-        value = {"approval_id": approval_id, "decision": "approve" if button == "Approve" else "reject"}
-        result: dict[str, Any] = await self.emu.control(
-            "POST", "/cards/click", {"message_id": card_id, "operator": operator, "value": value}
-        )
-        return result
-
-    async def approvals(self, **params: Any) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = (await self.api.get("/api/approvals", params=params)).json()
-        return items
-
-    async def approval(self, approval_id: int) -> dict[str, Any]:
-        body: dict[str, Any] = (await self.api.get(f"/api/approvals/{approval_id}")).json()
-        return body
-
-    async def settled(self, approval_id: int) -> dict[str, Any]:
-        async def done() -> dict[str, Any] | None:
-            approval = await self.approval(approval_id)
-            return approval if approval["status"] in ("EXECUTED", "FAILED", "REJECTED", "EXPIRED") else None
-
-        return await eventually(done)
-
-    async def logs(self, action: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = (
-            await self.api.get(
-                f"/api/integrations/feishu/{self.connector_id}/logs", params={"action": action, "limit": 200}
-            )
-        ).json()["items"]
-        return items
-
-    async def patch_allowed(self, chat_ids: list[str]) -> None:
-        response = await self.api.patch(
-            f"/api/integrations/feishu/{self.connector_id}", json={"allowed_chat_ids": chat_ids}
-        )
-        assert response.status_code == 200, response.text
-
-    async def result_messages(self) -> list[dict[str, Any]]:
-        return [
-            m
-            for m in await self.bot_messages()
-            if m["msg_type"] == "text" and m["content"]["text"].startswith(("✅", "❌"))
-        ]
-
-
-async def register_agent(api: httpx.AsyncClient, name: str = AGENT) -> str:
-    created = await api.post("/api/agents", json={"name": name})
-    assert created.status_code == 201, created.text
-    token: str = created.json()["token"]
-    return token
-
-
-@asynccontextmanager
-async def agent_running(
-    server: Server, token: str, allowed: tuple[str, ...] = ("uptime", "whoami")
-) -> AsyncIterator[None]:
-    url = server.url.replace("http", "ws", 1) + "/api/agents/ws"
-    task = asyncio.create_task(run_agent(url, token, allowed=frozenset(allowed), heartbeat=0.5))
-
-    async def online() -> bool:
-        agents = (await server.client.get("/api/agents")).json()["items"]
-        return any(a["online"] for a in agents)
-
-    await eventually(online)
-    try:
-        yield
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
-def story_settings(database: Database, tmp_path: Path, emu: RunningEmulator, **overrides: Any) -> Any:
-    return e2e_settings(database, tmp_path, emu.url, approval_sweep_seconds=0.2, **overrides)
-
-
-@asynccontextmanager
-async def story_with_agent(
-    database: Database,
-    tmp_path: Path,
-    emu: RunningEmulator,
-    connector: dict[str, Any] | None = None,
-    **overrides: Any,
-) -> AsyncIterator[Story]:
-    # The seed's story has one person asking and approving: these tests are about the rest, so the story's
-    # connector allows it (four-eyes has its own tests in test_approval_policy.py).
-    fields = {
-        "approvers": ["ou_alice"],
-        "rate_limit_per_minute": 1000,
-        "allow_self_approval": True,
-        **(connector or {}),
-    }
-    async with serve_echocenter(story_settings(database, tmp_path, emu, **overrides), None) as server:
-        connector_id = await create_verified_connector(server, **fields)
-        token = await register_agent(server.client)
-        async with agent_running(server, token):
-            yield Story(server, emu, connector_id)
-
-
-@pytest.fixture
-async def story(database: Database, tmp_path: Path, emu: RunningEmulator) -> AsyncIterator[Story]:
-    async with story_with_agent(database, tmp_path, emu) as s:
-        yield s
-
-
-async def asked(
-    story: Story, text: str = f"run {AGENT} uptime"
-) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """Write a run request; wait for its card and approval."""
-    message_id = await story.say(text)
-    card = await story.card_for(message_id)
-
-    async def carded() -> list[dict[str, Any]]:  # the card's id is stored just after Feishu accepted it
-        return [a for a in await story.approvals(status="PENDING") if a["card_message_id"]]
-
-    approvals = await eventually(carded)
-    return message_id, card, approvals[0]
-
-
-async def test_the_butler_answers_in_the_same_chat(story: Story) -> None:
+async def test_the_butler_answers_in_the_same_chat(story: Stack) -> None:
     message_id = await story.say("help")
     reply = await story.reply_to(message_id)
     assert "run <agent> <command>" in reply["content"]["text"]
@@ -187,12 +37,12 @@ async def test_the_butler_answers_in_the_same_chat(story: Story) -> None:
     assert await story.logs("ws_outbound")
 
 
-async def _first(_: Any, parent: str, story: Story) -> dict[str, Any] | None:
+async def _first(_: Any, parent: str, story: Stack) -> dict[str, Any] | None:
     items = (await story.emu.control("GET", "/chats/oc_p2p_alice/messages"))["items"]
     return next((m for m in items if m["parent_id"] == parent and m["sender_type"] == "app"), None)
 
 
-async def test_run_sends_an_approval_card(story: Story) -> None:
+async def test_run_sends_an_approval_card(story: Stack) -> None:
     message_id, card, approval = await asked(story)
     content = card["content"]
     assert content["config"]["update_multi"] is True
@@ -210,7 +60,7 @@ async def test_run_sends_an_approval_card(story: Story) -> None:
     assert (await story.logs("ws_auth_card"))[0]["detail"]["ok"] is True
 
 
-async def test_approve_runs_the_command_once_and_reports_it(story: Story) -> None:
+async def test_approve_runs_the_command_once_and_reports_it(story: Stack) -> None:
     _, card, approval = await asked(story)
     click = await story.click(card["message_id"], "Approve")
     assert click["status"] == "answered" and click["toast"]["type"] == "success"
@@ -230,17 +80,28 @@ async def test_approve_runs_the_command_once_and_reports_it(story: Story) -> Non
     assert (decision["decision"], decision["operator"]) == ("approved", "ou_alice")
 
 
-async def test_reject_runs_nothing(story: Story) -> None:
+async def test_reject_runs_nothing(story: Stack) -> None:
     _, card, approval = await asked(story)
     click = await story.click(card["message_id"], "Reject")
     assert "Rejected" in json.dumps(click["response"]["card"])
     assert (await story.settled(approval["id"]))["status"] == "REJECTED"
-    await asyncio.sleep(0.5)
+    await card_titled(story, card["message_id"], "Rejected")  # the decision's last effect has landed
     assert await story.result_messages() == []
     assert await story.logs("approval_result") == []
 
 
-async def test_someone_not_an_approver_is_refused(story: Story) -> None:
+async def card_titled(story: Stack, card_id: str, title: str) -> None:
+    """Wait until the card in the chat has been updated to ``title``."""
+
+    async def updated() -> bool:
+        stored = (await story.emu.control("GET", "/chats/oc_ops/messages"))["items"]
+        card = next(m for m in stored if m["message_id"] == card_id)
+        return bool(card["content"]["header"]["title"]["content"].startswith(title))
+
+    await eventually(updated)
+
+
+async def test_someone_not_an_approver_is_refused(story: Stack) -> None:
     _, card, approval = await asked(story)
     click = await story.click(card["message_id"], "Approve", operator="ou_bob")
     assert click["toast"] == {"type": "error", "content": "You are not allowed to approve commands here."}
@@ -250,18 +111,18 @@ async def test_someone_not_an_approver_is_refused(story: Story) -> None:
     assert refused["refused"] is True and refused["operator"] == "ou_bob"
 
 
-async def test_a_second_click_changes_nothing(story: Story) -> None:
+async def test_a_second_click_changes_nothing(story: Stack) -> None:
     _, card, approval = await asked(story)
     await story.click(card["message_id"], "Approve")
     await story.settled(approval["id"])
     again = await story.click(card["message_id"], "Reject")
     assert again["toast"]["content"] == "Already executed by ou_alice."
-    await asyncio.sleep(0.3)
+    await eventually(story.result_messages)  # the first click's result, before counting
     assert len(await story.result_messages()) == 1
     assert len(await story.logs("approval_result")) == 1
 
 
-async def test_concurrent_clicks_decide_exactly_once(story: Story) -> None:
+async def test_concurrent_clicks_decide_exactly_once(story: Stack) -> None:
     _, card, approval = await asked(story)
     await story.emu.control("POST", "/config", {"card_response_timeout_seconds": 3.0})
     clicks = await asyncio.gather(
@@ -274,11 +135,14 @@ async def test_concurrent_clicks_decide_exactly_once(story: Story) -> None:
     assert len(winners) == 1
     final = await story.settled(approval["id"])
     assert len([e for e in await story.logs("ws_auth_card_decision") if "decision" in e["detail"]]) == 1
-    await asyncio.sleep(0.3)
+    if final["status"] == "EXECUTED":
+        await eventually(story.result_messages)  # the result, before counting
+    else:
+        await card_titled(story, card["message_id"], "Rejected")
     assert len(await story.result_messages()) == (1 if final["status"] == "EXECUTED" else 0)
 
 
-async def test_an_offline_agent_fails_the_approval(story: Story) -> None:
+async def test_an_offline_agent_fails_the_approval(story: Stack) -> None:
     await register_agent(story.api, "ghost-agent")  # known (cards are for registered agents), never online
     _, card, approval = await asked(story, "run ghost-agent uptime")
     await story.click(card["message_id"], "Approve")
@@ -288,7 +152,7 @@ async def test_an_offline_agent_fails_the_approval(story: Story) -> None:
     assert result["content"]["text"].startswith("❌")
 
 
-async def test_the_agent_refuses_commands_off_its_list(story: Story) -> None:
+async def test_the_agent_refuses_commands_off_its_list(story: Stack) -> None:
     # The admin's list wins over the agent's declaration, yet the agent still refuses what it does not run.
     [agent] = (await story.api.get("/api/agents")).json()["items"]
     patched = await story.api.patch(f"/api/agents/{agent['id']}", json={"commands": ["rm -rf {path}"]})
@@ -330,10 +194,10 @@ async def test_a_pending_approval_survives_a_restart(
             server, approvers=["ou_alice"], allow_self_approval=True
         )
         token = await register_agent(server.client)
-        story = Story(server, emu, connector_id)
+        story = Stack(server, emu, connector_id)
         _, card, approval = await asked(story)
     async with serve_echocenter(settings, None) as server, agent_running(server, token):
-        story = Story(server, emu, connector_id)
+        story = Stack(server, emu, connector_id)
         await eventually(lambda: _connected(emu))
         click = await story.click(card["message_id"], "Approve")
         assert click["status"] == "answered" and click["toast"]["type"] == "success"
@@ -344,7 +208,7 @@ async def _connected(emu: RunningEmulator) -> bool:
     return bool((await emu.control("GET", "/connections"))["items"])
 
 
-async def test_outbound_retries_after_5xx_and_rate_limit_without_duplicates(story: Story) -> None:
+async def test_outbound_retries_after_5xx_and_rate_limit_without_duplicates(story: Stack) -> None:
     await story.emu.control("POST", "/faults", {"fail_next_sends": {"count": 1, "kind": "5xx"}})
     await story.emu.control(
         "POST", "/faults", {"fail_next_sends": {"count": 1, "kind": "rate_limit", "reset_seconds": 1}}
@@ -352,7 +216,11 @@ async def test_outbound_retries_after_5xx_and_rate_limit_without_duplicates(stor
     message_id = await story.say("status")
     reply = await story.reply_to(message_id)
     assert "approval(s) waiting" in reply["content"]["text"]
-    await asyncio.sleep(0.3)
+
+    async def sent_logged() -> bool:  # the outbox is done with the reply: its one send is logged
+        return any(e["detail"]["ok"] for e in await story.logs("ws_outbound"))
+
+    await eventually(sent_logged)
     assert len([m for m in await story.bot_messages() if m["parent_id"] == message_id]) == 1
     counters = (await story.emu.control("GET", "/counters"))["counters"]
     assert counters["fault.send_failure"] == 2
@@ -362,7 +230,7 @@ async def test_outbound_retries_after_5xx_and_rate_limit_without_duplicates(stor
     assert sorted(e["detail"]["feishu_code"] for e in entries[:2]) == [1, 99991400]
 
 
-async def test_admins_decide_from_the_api_with_the_same_rule(story: Story) -> None:
+async def test_admins_decide_from_the_api_with_the_same_rule(story: Stack) -> None:
     _, card, approval = await asked(story)
     url = f"/api/approvals/{approval['id']}/decision"
     first = await story.api.post(url, json={"decision": "approve", "reason": "routine check"})
@@ -388,7 +256,7 @@ async def test_admins_decide_from_the_api_with_the_same_rule(story: Story) -> No
     assert forbidden.status_code == 403
 
 
-async def test_agents_are_registered_listed_and_revoked(story: Story) -> None:
+async def test_agents_are_registered_listed_and_revoked(story: Stack) -> None:
     agents = (await story.api.get("/api/agents")).json()["items"]
     assert [(a["name"], a["online"]) for a in agents] == [(AGENT, True)]
     assert "token" not in agents[0]
@@ -406,7 +274,7 @@ async def test_agents_are_registered_listed_and_revoked(story: Story) -> None:
         assert response.status_code == 401
 
 
-async def test_the_test_message_route_really_sends(story: Story) -> None:
+async def test_the_test_message_route_really_sends(story: Stack) -> None:
     response = await story.api.post(
         f"/api/integrations/feishu/{story.connector_id}/test-message",
         json={"chat_id": "oc_ops", "text": "ping from the admin"},
@@ -417,7 +285,7 @@ async def test_the_test_message_route_really_sends(story: Story) -> None:
     assert sent[-1]["message_id"] == response.json()["message_ids"][0]
 
 
-async def test_an_invalidated_tenant_token_is_refreshed_without_losing_the_reply(story: Story) -> None:
+async def test_an_invalidated_tenant_token_is_refreshed_without_losing_the_reply(story: Stack) -> None:
     # No thinking reaction: the reply itself must be the call that meets the invalidated token.
     patched = await story.api.patch(
         f"/api/integrations/feishu/{story.connector_id}", json={"thinking_reaction": ""}
@@ -436,7 +304,7 @@ async def test_an_invalidated_tenant_token_is_refreshed_without_losing_the_reply
     assert counters["POST /open-apis/im/v1/messages/{message_id}/reply"] == 2  # refused once, then sent
 
 
-async def test_proactive_messages_go_to_the_latest_inbound_chat(story: Story) -> None:
+async def test_proactive_messages_go_to_the_latest_inbound_chat(story: Stack) -> None:
     url = f"/api/integrations/feishu/{story.connector_id}/test-message"
     await story.say("hello from the DM", chat_id="oc_p2p_alice")
 
@@ -451,7 +319,7 @@ async def test_proactive_messages_go_to_the_latest_inbound_chat(story: Story) ->
     assert (await story.api.post(url, json={"text": "to the allowed chat"})).json()["chat_id"] == "oc_ops"
 
 
-async def test_an_approved_command_whose_outcome_was_lost_is_failed_not_rerun(story: Story) -> None:
+async def test_an_approved_command_whose_outcome_was_lost_is_failed_not_rerun(story: Stack) -> None:
     from datetime import timedelta
 
     from echocenter.db.types import utcnow

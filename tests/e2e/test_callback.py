@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from echocenter.feishu import callback_crypto
-from tests.e2e.conftest import Stack
+from tests.e2e.harness import Stack
 from tests.support.emulator import APP_ID
 from tests.support.waiting import eventually
 
@@ -53,7 +53,7 @@ def encrypted(payload: dict[str, Any], key: str = KEY) -> bytes:
 
 async def test_encrypted_signed_messages_are_routed(stack: Stack) -> None:
     await use_callback(stack)
-    sent = await stack.say("over http")
+    sent = await stack.deliver("over http")
 
     async def got() -> bool:
         return bool(stack.butler.received)

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from echocenter.settings import Settings
-from tests.e2e.conftest import Stack, serve_echocenter
+from tests.e2e.harness import Stack, serve_echocenter
 from tests.e2e.test_callback import KEY, TOKEN, encrypted, signed, use_callback
 from tests.support.emulator import APP_ID
 from tests.support.recording_butler import RecordingButler

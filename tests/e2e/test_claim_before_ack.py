@@ -13,7 +13,7 @@ import httpx
 from sqlalchemy import text
 
 from echocenter.db.engine import make_engine
-from tests.e2e.conftest import Stack
+from tests.e2e.harness import Stack
 from tests.e2e.test_callback import TOKEN, encrypted, signed, use_callback
 from tests.support.waiting import eventually
 
@@ -43,7 +43,7 @@ async def _delivery(stack: Stack, event_id: str) -> dict[str, Any]:
 
 async def test_an_event_that_cannot_be_stored_is_not_acked_and_comes_again(stack: Stack) -> None:
     async with inbox_away(stack):
-        sent = await stack.say("keep me")
+        sent = await stack.deliver("keep me")
 
         async def pushed_again() -> bool:
             return stack.emu.world.counters["ws.redelivery"] >= 1

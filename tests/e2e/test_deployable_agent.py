@@ -11,17 +11,15 @@ from typing import Any
 
 from echocenter_agent.client import serve as agent_serve
 from echocenter_agent.config import parse_config
-from tests.e2e.test_butler import Story, asked, story
+from tests.e2e.harness import Stack, asked
 from tests.support.waiting import eventually
-
-__all__ = ["story"]  # the fixture, shared with test_butler
 
 NAME = "web-1"
 TEMPLATE = "echo restarted {unit}"
 
 
 @asynccontextmanager
-async def deployed_agent(story: Story) -> AsyncIterator[dict[str, Any]]:
+async def deployed_agent(story: Stack) -> AsyncIterator[dict[str, Any]]:
     created = await story.api.post("/api/agents", json={"name": NAME})
     assert created.status_code == 201, created.text
     config = parse_config(
@@ -49,7 +47,7 @@ async def deployed_agent(story: Story) -> AsyncIterator[dict[str, Any]]:
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_an_approved_templated_command_runs_on_the_deployable_agent(story: Story) -> None:
+async def test_an_approved_templated_command_runs_on_the_deployable_agent(story: Stack) -> None:
     async with deployed_agent(story) as agent:
         assert agent["declared_commands"] == ["uptime", TEMPLATE]
         _, card, approval = await asked(story, f"run {NAME} echo restarted redis")
@@ -60,7 +58,7 @@ async def test_an_approved_templated_command_runs_on_the_deployable_agent(story:
         assert result["content"]["text"].startswith("✅") and "restarted redis" in result["content"]["text"]
 
 
-async def test_the_agent_refuses_a_value_outside_the_template_type(story: Story) -> None:
+async def test_the_agent_refuses_a_value_outside_the_template_type(story: Stack) -> None:
     async with deployed_agent(story):
         # One word per placeholder is all the service checks; the value's type is the agent's to check.
         _, card, approval = await asked(story, f"run {NAME} echo restarted sshd")

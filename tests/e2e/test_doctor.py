@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import Stack, create_verified_connector, e2e_settings, serve_echocenter
+from tests.e2e.harness import Stack, create_verified_connector, e2e_settings, serve_echocenter
 from tests.support.databases import Database
 from tests.support.emulator import APP_ID, RunningEmulator
 

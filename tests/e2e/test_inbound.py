@@ -11,7 +11,7 @@ import pytest
 
 from echocenter.emulator.events import message_receive
 from echocenter.emulator.state import Message, new_id, now_ms
-from tests.e2e.conftest import Stack, create_verified_connector, e2e_settings, serve_echocenter
+from tests.e2e.harness import Stack, create_verified_connector, e2e_settings, serve_echocenter
 from tests.support.databases import Database
 from tests.support.emulator import RunningEmulator
 from tests.support.recording_butler import RecordingButler
@@ -33,7 +33,7 @@ async def filtered(stack: Stack, reason: str) -> None:
 
 
 async def test_a_mention_reaches_the_butler_with_the_feishu_identity(stack: Stack) -> None:
-    sent = await stack.say("  status\u00a0please ")
+    sent = await stack.deliver("  status\u00a0please ")
     [message] = await routed(stack)
     assert message.text == "status please"
     assert (message.open_id, message.user_id, message.chat_id, message.chat_type) == (
@@ -52,7 +52,7 @@ async def test_a_mention_reaches_the_butler_with_the_feishu_identity(stack: Stac
 
 
 async def test_threads_are_kept(stack: Stack) -> None:
-    first = await stack.say("root")
+    first = await stack.deliver("root")
     await routed(stack)
     await stack.say("in thread", thread_of=first["message_id"])
     _, threaded = await routed(stack, 2)
@@ -77,7 +77,7 @@ async def test_each_rule_filters_with_its_reason(
 ) -> None:
     if settings:
         await stack.patch(**settings)
-    sent = await stack.say(**{"text": "hello", **message})
+    sent = await stack.deliver(**{"text": "hello", **message})
     await filtered(stack, reason)
     entry = (await stack.logs(action="ws_filtered"))[0]
     assert entry["detail"]["message_id"] == sent["message_id"]
@@ -107,8 +107,7 @@ async def test_a_disabled_connector_filters_everything(stack: Stack) -> None:
 async def test_the_rate_limit_is_per_sender_and_logged(stack: Stack) -> None:
     await stack.patch(rate_limit_per_minute=2)
     for i in range(3):
-        await stack.say(f"m{i}")
-        await asyncio.sleep(0.2)  # one at a time, so which one is third is certain
+        await stack.say(f"m{i}", wait_ack_seconds=5)  # one at a time, so which one is third is certain
     await stack.say("from bob", sender="ou_bob")
     await filtered(stack, "rate_limited")
     received = await routed(stack, 3)
@@ -152,7 +151,8 @@ async def test_a_message_is_routed_once_even_across_a_reconnect(stack: Stack) ->
     await eventually(lambda: _connections(stack.emu))
     await stack.emu.control("POST", "/events", {"payload": event})  # Feishu pushing it again
     await eventually(lambda: _acked_all(stack.emu))
-    await asyncio.sleep(0.3)
+    # Acked means admitted or refused (claim before ack): an admission would have logged ws_routed with it.
+    assert len(await stack.logs("ws_routed")) == 1
     assert len(stack.butler.received) == 1
     assert "duplicate" not in await stack.filtered_reasons()  # duplicates are silent
 
@@ -190,13 +190,13 @@ async def test_dedup_survives_a_service_restart(
     first = RecordingButler()
     async with serve_echocenter(settings, first) as server:
         connector_id = await create_verified_connector(server, prefix_command="")
-        stack = Stack(server, emu, first, connector_id)
+        stack = Stack(server, emu, connector_id, first)
         await stack.wait_connected()
         await emu.control("POST", "/events", {"payload": event})
         await routed(stack)
     second = RecordingButler()
     async with serve_echocenter(settings, second) as server:
-        stack = Stack(server, emu, second, connector_id)
+        stack = Stack(server, emu, connector_id, second)
         await stack.wait_connected()
         await eventually(lambda: _connections(emu))
         await emu.control("POST", "/events", {"payload": event})
@@ -237,7 +237,7 @@ async def test_a_fatal_handshake_refusal_shows_in_status_and_logs(stack: Stack) 
 
     connector = await eventually(errored)
     assert "exceed connection limit" in connector["last_error"]
-    entry = (await stack.logs(action="ws_client_error"))[0]
+    entry = (await eventually(lambda: stack.logs("ws_client_error")))[0]  # the entry may follow the status
     assert entry["level"] == "error" and entry["detail"]["fatal"] is True
     await stack.emu.control("POST", "/faults", {"refuse_handshakes": {}})
     await stack.wait_connected()  # and it came back once Feishu accepted it again

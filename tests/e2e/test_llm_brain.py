@@ -9,8 +9,13 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import create_verified_connector, serve_echocenter
-from tests.e2e.test_butler import Story, register_agent, story_settings
+from tests.e2e.harness import (
+    Stack,
+    create_verified_connector,
+    register_agent,
+    serve_echocenter,
+    story_settings,
+)
 from tests.support.databases import Database
 from tests.support.emulator import RunningEmulator
 from tests.support.fake_openai import FakeOpenAI, text_answer, tool_answer
@@ -36,16 +41,16 @@ def llm_settings(
 @pytest.fixture
 async def llm_story(
     database: Database, tmp_path: Path, emu: RunningEmulator
-) -> AsyncIterator[tuple[Story, FakeOpenAI]]:
+) -> AsyncIterator[tuple[Stack, FakeOpenAI]]:
     fake = FakeOpenAI()
     async with serve(fake.app(), lifespan="off") as llm_url:
         settings = llm_settings(database, tmp_path, emu, llm_url)
         async with serve_echocenter(settings, None) as server:
             connector_id = await create_verified_connector(server, approvers=["ou_alice"])
-            yield Story(server, emu, connector_id), fake
+            yield Stack(server, emu, connector_id), fake
 
 
-async def test_a_tool_call_becomes_an_approval_card(llm_story: tuple[Story, FakeOpenAI]) -> None:
+async def test_a_tool_call_becomes_an_approval_card(llm_story: tuple[Stack, FakeOpenAI]) -> None:
     story, fake = llm_story
     await register_agent(story.api, "demo-agent")  # cards are only for registered agents
     fake.answers.append(tool_answer("demo-agent", "df -h", "the user asked how full the disks are"))
@@ -63,7 +68,7 @@ async def test_a_tool_call_becomes_an_approval_card(llm_story: tuple[Story, Fake
     }
 
 
-async def test_text_answers_are_replies_and_history_is_kept(llm_story: tuple[Story, FakeOpenAI]) -> None:
+async def test_text_answers_are_replies_and_history_is_kept(llm_story: tuple[Stack, FakeOpenAI]) -> None:
     story, fake = llm_story
     fake.answers += [text_answer("Hello Alice!"), text_answer("You said hi before.")]
     first = await story.say("hi")
@@ -75,7 +80,7 @@ async def test_text_answers_are_replies_and_history_is_kept(llm_story: tuple[Sto
     assert {"role": "assistant", "content": "Hello Alice!"} in history
 
 
-async def test_an_llm_failure_is_an_apology_and_a_log_line(llm_story: tuple[Story, FakeOpenAI]) -> None:
+async def test_an_llm_failure_is_an_apology_and_a_log_line(llm_story: tuple[Stack, FakeOpenAI]) -> None:
     story, fake = llm_story
     fake.answers += [500, 500, 500]  # the client retries twice
     message_id = await story.say("hello?")
@@ -85,7 +90,7 @@ async def test_an_llm_failure_is_an_apology_and_a_log_line(llm_story: tuple[Stor
     assert "InternalServerError" in entry[0]["detail"]["error"]
 
 
-async def test_each_user_has_a_conversation_of_their_own(llm_story: tuple[Story, FakeOpenAI]) -> None:
+async def test_each_user_has_a_conversation_of_their_own(llm_story: tuple[Stack, FakeOpenAI]) -> None:
     story, fake = llm_story
     fake.answers += [text_answer("noted, Alice"), text_answer("hello Bob")]
     alice = await story.say("my secret plan is X")

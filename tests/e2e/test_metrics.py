@@ -9,7 +9,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import make_settings, running_server
-from tests.e2e.conftest import create_verified_connector, e2e_settings, serve_echocenter
+from tests.e2e.harness import create_verified_connector, e2e_settings, serve_echocenter
 from tests.support.databases import Database
 from tests.support.emulator import RunningEmulator
 from tests.support.waiting import eventually
@@ -70,7 +70,21 @@ async def test_metrics_count_what_happened(database: Database, tmp_path: Path, e
             return len(logs) == 1
 
         await eventually(filtered_logged)
-        after = await scrape(server.client)
+
+        async def answers_recorded() -> Samples | None:
+            # The answer latency is observed just after Feishu accepted the reply, so the reply can be seen
+            # in the chat a moment before its figures: wait for them, then compare exactly.
+            scraped = await scrape(server.client)
+            counts = [
+                value(scraped, name) - value(before, name)
+                for name in (
+                    "echocenter_answer_latency_seconds_count",
+                    "echocenter_outbox_send_latency_seconds_count",
+                )
+            ]
+            return scraped if min(counts) >= 3 and value(scraped, "echocenter_outbox_depth") == 0 else None
+
+        after = await eventually(answers_recorded)
 
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)

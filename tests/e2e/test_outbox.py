@@ -20,8 +20,14 @@ from echocenter.db.engine import make_engine, make_sessionmaker
 from echocenter.db.models import Approval, OutboxMessage
 from echocenter.settings import Settings
 from tests.conftest import Server
-from tests.e2e.conftest import Stack, create_verified_connector, e2e_settings, serve_echocenter
-from tests.e2e.test_butler import asked, story_with_agent
+from tests.e2e.harness import (
+    Stack,
+    asked,
+    create_verified_connector,
+    e2e_settings,
+    serve_echocenter,
+    story_with_agent,
+)
 from tests.support.databases import Database
 from tests.support.emulator import RunningEmulator
 from tests.support.waiting import eventually

@@ -12,11 +12,8 @@ from echocenter.db.engine import make_engine
 from echocenter.db.models import ConversationTurn, InboundStatus
 from echocenter.db.models import InboundMessage as InboundRow
 from echocenter.db.types import utcnow
-from tests.e2e import test_butler
-from tests.e2e.test_butler import Story, asked
+from tests.e2e.harness import Stack, asked
 from tests.support.waiting import eventually
-
-story = test_butler.story  # the fixture: EchoCenter with the real Butler, the emulator and an agent
 
 
 async def _drive_again(engine: AsyncEngine, message_id: str, status: InboundStatus) -> None:
@@ -39,7 +36,7 @@ async def _answered_again(engine: AsyncEngine, message_id: str) -> bool:
     return row.status == InboundStatus.ANSWERED.value and row.attempts >= 2
 
 
-async def _bot_replies(story: Story, message_id: str) -> list[dict[str, Any]]:
+async def _bot_replies(story: Stack, message_id: str) -> list[dict[str, Any]]:
     items = (await story.emu.control("GET", "/chats/oc_ops/messages"))["items"]
     return [m for m in items if m["sender_type"] == "app" and m["parent_id"] == message_id]
 
@@ -49,7 +46,7 @@ async def _turns(engine: AsyncEngine) -> int:
         return int((await conn.execute(select(func.count()).select_from(ConversationTurn))).scalar_one())
 
 
-async def test_a_redriven_command_asks_for_approval_once(story: Story) -> None:
+async def test_a_redriven_command_asks_for_approval_once(story: Stack) -> None:
     settings = story.server.settings
     engine = make_engine(settings.resolved_database_url, schema=settings.database_schema)
     try:

@@ -19,8 +19,7 @@ from echocenter.db.engine import make_engine
 from echocenter.db.models import ButlerLoop, ConversationTurn, InboundStatus
 from echocenter.db.types import utcnow
 from echocenter.feishu.untrusted import inert_markdown
-from tests.e2e.conftest import create_verified_connector, serve_echocenter
-from tests.e2e.test_butler import Story, register_agent
+from tests.e2e.harness import Stack, create_verified_connector, register_agent, serve_echocenter
 from tests.e2e.test_llm_brain import llm_settings
 from tests.e2e.test_redrive import _answered_again, _drive_again, _is_answered
 from tests.support.databases import Database
@@ -34,7 +33,7 @@ PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 )
 
-Live = tuple[Story, FakeOpenAI]
+Live = tuple[Stack, FakeOpenAI]
 
 
 @asynccontextmanager
@@ -53,7 +52,7 @@ async def live_story(
             connector_id = await create_verified_connector(
                 server, approvers=["ou_alice"], rate_limit_per_minute=1000, **(connector or {})
             )
-            yield Story(server, emu, connector_id), fake
+            yield Stack(server, emu, connector_id), fake
 
 
 @pytest.fixture
@@ -62,7 +61,7 @@ async def live(database: Database, tmp_path: Path, emu: RunningEmulator) -> Asyn
         yield pair
 
 
-async def streamed_card(story: Story, message_id: str, chat_id: str = "oc_ops") -> dict[str, Any]:
+async def streamed_card(story: Stack, message_id: str, chat_id: str = "oc_ops") -> dict[str, Any]:
     """The CardKit card answering ``message_id``, once streaming mode is off (the answer is complete)."""
 
     async def closed() -> dict[str, Any] | None:
@@ -183,7 +182,7 @@ async def test_streaming_off_keeps_text_replies(
         assert "stream" not in fake.requests[0]["body"]
 
 
-async def say_in_thread(story: Story, text: str, thread_of: str) -> str:
+async def say_in_thread(story: Stack, text: str, thread_of: str) -> str:
     sent = await story.emu.control(
         "POST",
         "/messages",
@@ -228,7 +227,7 @@ async def test_an_approval_asked_in_a_thread_is_answered_there(live: Live) -> No
     assert card["thread_id"] == story.emu.world.messages[asked].thread_id and card["reply_in_thread"] is True
 
 
-async def send_resource(story: Story, kind: str, data: bytes, **extra: Any) -> str:
+async def send_resource(story: Stack, kind: str, data: bytes, **extra: Any) -> str:
     body = {
         "chat_id": "oc_p2p_alice",
         "sender": "ou_alice",
@@ -240,7 +239,7 @@ async def send_resource(story: Story, kind: str, data: bytes, **extra: Any) -> s
     return message_id
 
 
-def reply_in_dm(story: Story, message_id: str) -> Callable[[], Any]:
+def reply_in_dm(story: Stack, message_id: str) -> Callable[[], Any]:
     async def find() -> dict[str, Any] | None:
         return next(
             (m for m in await story.bot_messages("oc_p2p_alice") if m["parent_id"] == message_id), None

@@ -18,7 +18,7 @@ from echocenter.db.engine import make_engine
 from echocenter.feishu.openapi import FeishuError, OpenApiClient
 from echocenter.secretbox import SecretBox
 from tests.conftest import Server
-from tests.e2e.conftest import Stack, create_verified_connector, e2e_settings, serve_echocenter
+from tests.e2e.harness import Stack, create_verified_connector, e2e_settings, serve_echocenter
 from tests.support.databases import Database
 from tests.support.emulator import APP_ID, APP_SECRET, RunningEmulator
 from tests.support.recording_butler import RecordingButler
@@ -75,7 +75,7 @@ async def connected_stack(
     butler = RecordingButler()
     async with serve_echocenter(e2e_settings(database, tmp_path, emu.url, **overrides), butler) as server:
         connector_id = await create_verified_connector(server)
-        stack = Stack(server, emu, butler, connector_id)
+        stack = Stack(server, emu, connector_id, butler)
         await stack.wait_connected()
         yield stack
 

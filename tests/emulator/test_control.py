@@ -2,13 +2,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from echocenter.emulator import EmulatorConfig
-from tests.support.emulator import RawPeer, RunningEmulator, raw_peer, running_emulator
+from tests.support.emulator import RawPeer, RunningEmulator, raw_peer
 
 CARD = {
     "config": {"update_multi": True},
@@ -36,12 +34,7 @@ CARD = {
 }
 
 
-@pytest.fixture
-async def emu() -> AsyncIterator[RunningEmulator]:
-    async with running_emulator(
-        EmulatorConfig(ack_timeout_seconds=0.5, card_response_timeout_seconds=0.8)
-    ) as e:
-        yield e
+pytestmark = pytest.mark.emulator(ack_timeout_seconds=0.5, card_response_timeout_seconds=0.8)
 
 
 async def bot_card(emu: RunningEmulator) -> str:

@@ -3,29 +3,33 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from echocenter.emulator import EmulatorConfig
 from echocenter.feishu.longconn.frames import FrameMethod
-from tests.support.emulator import APP_ID, RawPeer, RunningEmulator, discover, raw_peer, running_emulator
+from tests.support.emulator import APP_ID, RawPeer, RunningEmulator, discover, raw_peer
+from tests.support.waiting import eventually
 
-
-@pytest.fixture
-async def emu() -> AsyncIterator[RunningEmulator]:
-    async with running_emulator(
-        EmulatorConfig(ack_timeout_seconds=0.3, card_response_timeout_seconds=1.0)
-    ) as e:
-        yield e
+pytestmark = pytest.mark.emulator(ack_timeout_seconds=0.3, card_response_timeout_seconds=1.0)
 
 
 async def say(emu: RunningEmulator, text: str = "hello", **extra: object) -> dict[str, object]:
     body = {"chat_id": "oc_ops", "sender": "ou_alice", "text": text, "mention_bot": True, **extra}
     return await emu.control("POST", "/messages", body)  # type: ignore[no-any-return]
+
+
+async def all_acked(emu: RunningEmulator, count: int = 1) -> list[dict[str, Any]]:
+    """The emulator's deliveries once ``count`` of them exist and all are acked (fails on its deadline)."""
+
+    async def acked() -> list[dict[str, Any]] | None:
+        items: list[dict[str, Any]] = (await emu.control("GET", "/deliveries"))["items"]
+        return items if len(items) >= count and all(d["acked"] for d in items) else None
+
+    return await eventually(acked)
 
 
 async def test_discovery_gives_a_url_and_client_config(emu: RunningEmulator) -> None:
@@ -87,8 +91,7 @@ async def test_an_event_arrives_with_all_headers_and_the_ack_is_recorded(emu: Ru
             "ou_alice",
         )
         await peer.ack(frame)
-        await asyncio.sleep(0.05)
-    deliveries = (await emu.control("GET", "/deliveries"))["items"]
+        deliveries = await all_acked(emu)
     assert [(d["acked"], d["ack_code"], len(d["attempts"]), d["biz_rt"]) for d in deliveries] == [
         (True, 200, 1, "1")
     ]
@@ -108,8 +111,8 @@ async def test_large_payloads_travel_in_parts_and_only_the_last_needs_the_ack(em
         event = json.loads(b"".join(f.payload for f in frames))
         assert "x" * 1000 in event["event"]["message"]["content"]
         await peer.ack(frames[-1])
-        await asyncio.sleep(0.05)
-    assert (await emu.control("GET", "/deliveries"))["items"][0]["acked"] is True
+        [delivery] = await all_acked(emu)  # fails on its deadline if the last part's ack was not enough
+    assert delivery["acked"] is True
 
 
 async def test_an_unacked_event_is_pushed_again_with_the_same_event_id(emu: RunningEmulator) -> None:
@@ -120,9 +123,8 @@ async def test_an_unacked_event_is_pushed_again_with_the_same_event_id(emu: Runn
         assert second["header"]["event_id"] == first["header"]["event_id"]
         assert second_frame.header("message_id") != first_frame.header("message_id")
         await peer.ack(second_frame)
-        await asyncio.sleep(0.5)
+        [delivery] = await all_acked(emu)  # once the ack is recorded, nothing is pushed again
         assert peer.received.empty()  # acked: no third push
-    delivery = (await emu.control("GET", "/deliveries"))["items"][0]
     assert (delivery["acked"], len(delivery["attempts"])) == (True, 2)
     assert (await emu.control("GET", "/counters"))["counters"]["ws.redelivery"] == 1
 
@@ -135,8 +137,7 @@ async def test_delayed_acks_cause_a_redelivery(emu: RunningEmulator) -> None:
         await peer.ack(frame)  # arrives after the 0.3 s deadline
         again, _ = await peer.next_event(timeout=3)
         await peer.ack(again)
-        await asyncio.sleep(1.0)
-    delivery = (await emu.control("GET", "/deliveries"))["items"][0]
+        [delivery] = await all_acked(emu)  # the late acks land 0.6 s after they were sent
     assert delivery["acked"] and len(delivery["attempts"]) >= 2
 
 
@@ -156,11 +157,7 @@ async def test_each_event_goes_to_exactly_one_of_several_connections(emu: Runnin
         tasks = [asyncio.create_task(drain(p)) for p in peers]
         for i in range(30):
             await say(emu, f"m{i}")
-        for _ in range(100):
-            if len(event_ids) >= 30:
-                break
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.5)  # nothing more may arrive
+        await all_acked(emu, count=30)  # all 30 answered: from now on nothing is pushed again
         for task in tasks:
             task.cancel()
     assert len(event_ids) == 30 and len(set(event_ids)) == 30  # no broadcast, no duplicate

@@ -11,42 +11,47 @@ from typing import Any
 
 import pytest
 
-from tests.support.emulator import APP_ID, APP_SECRET, RunningEmulator, running_emulator
+from tests.support.emulator import APP_ID, APP_SECRET, RunningEmulator
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.emulator()  # Feishu's own defaults, as the SDK expects them
 
 PEER = Path(__file__).parent.parent / "support" / "lark_sdk_peer.py"
 
 
 @pytest.fixture
-async def sdk_and_emulator() -> AsyncIterator[tuple[RunningEmulator, asyncio.subprocess.Process]]:
-    async with running_emulator() as emu:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(PEER),
-            emu.url,
-            APP_ID,
-            APP_SECRET,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-            stdin=asyncio.subprocess.DEVNULL,
-            cwd=str(PEER.parent.parent.parent),
-        )
-        try:
-            for _ in range(200):  # wait until the SDK holds a connection
-                if (await emu.control("GET", "/connections"))["items"]:
-                    break
-                await asyncio.sleep(0.05)
-            else:
-                pytest.fail("the official SDK never connected")
-            yield emu, process
-        finally:
-            process.kill()
-            await process.wait()
+async def sdk_and_emulator(
+    emu: RunningEmulator,
+) -> AsyncIterator[tuple[RunningEmulator, asyncio.subprocess.Process]]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(PEER),
+        emu.url,
+        APP_ID,
+        APP_SECRET,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.DEVNULL,
+        cwd=str(PEER.parent.parent.parent),
+    )
+    try:
+        # The SDK holds a connection; its process imports lark-oapi first, slow on a busy machine.
+        await eventually(lambda: connections(emu), timeout=30)
+        yield emu, process
+    finally:
+        process.kill()
+        await process.wait()
+
+
+async def connections(emu: RunningEmulator) -> list[Any]:
+    items: list[Any] = (await emu.control("GET", "/connections"))["items"]
+    return items
 
 
 async def _line(process: asyncio.subprocess.Process, kind: str) -> dict[str, Any]:
     assert process.stdout is not None
     while True:
-        raw = await asyncio.wait_for(process.stdout.readline(), 10)
+        raw = await asyncio.wait_for(process.stdout.readline(), 60)  # a busy machine is slow
         assert raw, "the SDK process ended"
         if not raw.startswith(b"PEER "):  # the SDK's own log lines
             continue

@@ -1,21 +1,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from echocenter.emulator import EmulatorConfig
-from tests.support.emulator import APP_ID, APP_SECRET, RunningEmulator, running_emulator
+from tests.support.emulator import APP_ID, APP_SECRET, RunningEmulator
 
 MESSAGES = "/open-apis/im/v1/messages"
 
 
-@pytest.fixture
-async def emu() -> AsyncIterator[RunningEmulator]:
-    async with running_emulator(EmulatorConfig(ack_timeout_seconds=0.3)) as e:
-        yield e
+pytestmark = pytest.mark.emulator(ack_timeout_seconds=0.3)
 
 
 async def send(

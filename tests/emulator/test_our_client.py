@@ -7,11 +7,12 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 
-from echocenter.emulator import EmulatorConfig
-from echocenter.feishu.longconn.client import CARD_TIMEOUT_TOAST, LongConnClient, StateChange
+from echocenter.feishu.card_answer import CARD_TIMEOUT_TOAST, answer_within
+from echocenter.feishu.longconn.client import LongConnClient, StateChange
 from echocenter.feishu.longconn.protocol import ConnState
-from tests.support.emulator import APP_ID, APP_SECRET, running_emulator
+from tests.support.emulator import APP_ID, APP_SECRET, RunningEmulator
 from tests.support.waiting import eventually
 
 CARD = {
@@ -25,21 +26,22 @@ CARD = {
 }
 
 
-async def test_a_slow_card_handler_is_answered_with_a_toast_before_feishu_gives_up() -> None:
-    async with (
-        running_emulator(EmulatorConfig(card_response_timeout_seconds=3.0)) as emu,
-        httpx.AsyncClient() as http,
-    ):
+@pytest.mark.emulator(card_response_timeout_seconds=3.0)
+async def test_a_slow_card_handler_is_answered_with_a_toast_before_feishu_gives_up(
+    emu: RunningEmulator,
+) -> None:
+    async with httpx.AsyncClient() as http:
         states: list[ConnState] = []
         handled: list[Any] = []
+        finished = asyncio.Event()  # set when the test is over: the handler answers far past the deadline
 
         async def slow_card(payload: bytes) -> dict[str, Any]:
             handled.append(json.loads(payload)["event"]["action"]["value"])
-            await asyncio.sleep(5)  # far past the deadline
+            await finished.wait()
             return {"toast": {"type": "success", "content": "too late"}}
 
-        async def no_event(_: bytes) -> None:
-            return None
+        async def on_payload(payload: bytes) -> dict[str, Any]:
+            return await answer_within(slow_card(payload), deadline=0.5)  # as the bridge answers a card
 
         async def on_state(change: StateChange) -> None:
             states.append(change.state)
@@ -49,10 +51,8 @@ async def test_a_slow_card_handler_is_answered_with_a_toast_before_feishu_gives_
             app_secret=APP_SECRET,
             base_url=emu.url,
             http=http,
-            on_event=no_event,
-            on_card=slow_card,
+            on_payload=on_payload,
             on_state=on_state,
-            card_deadline=0.5,
         )
         task = asyncio.create_task(client.run())
         try:
@@ -63,6 +63,7 @@ async def test_a_slow_card_handler_is_answered_with_a_toast_before_feishu_gives_
             assert click["response"] == CARD_TIMEOUT_TOAST
             assert handled == [{"x": 1}]
         finally:
+            finished.set()
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         assert states[:2] == [ConnState.CONNECTING, ConnState.CONNECTED]

@@ -4,22 +4,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from echocenter.emulator import EmulatorConfig
 from echocenter.emulator.quotas import SlidingLog
-from tests.support.emulator import RunningEmulator, running_emulator
+from tests.support.emulator import RunningEmulator
 
 MESSAGES = "/open-apis/im/v1/messages"
 
 
-@pytest.fixture
-async def emu() -> AsyncIterator[RunningEmulator]:
-    async with running_emulator(EmulatorConfig()) as e:  # the defaults: quotas on
-        yield e
+pytestmark = pytest.mark.emulator()  # Feishu's own defaults: quotas on
 
 
 async def post_text(emu: RunningEmulator, token: str, chat_id: str = "oc_ops") -> tuple[int, Any, Any]:

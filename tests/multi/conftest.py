@@ -3,6 +3,8 @@ process, over its real protocol) delivering each event to one of the app's conne
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 import secrets
 from collections.abc import AsyncIterator
@@ -15,6 +17,7 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 
+from echocenter.agents.example import run_agent
 from tests.conftest import ADMIN_PASS, ADMIN_USER
 from tests.support.databases import Database, fresh_database
 from tests.support.emulator import APP_ID, APP_SECRET, RunningEmulator
@@ -86,6 +89,59 @@ class Cluster:
             return body if body["status_summary"] == expected else None
 
         return await eventually(all_connected, timeout=timeout)
+
+    async def approve_away_from(self, holder: Instance, approvals: list[dict[str, Any]]) -> None:
+        """Approve each of ``approvals`` where the agent's ``holder`` is not: every other one by a card click
+        (delivered to a random connection, maybe the holder's), the rest through another instance's admin
+        API."""
+        for index, approval in enumerate(approvals):
+            if index % 2:
+                decided = await self.other_than(holder).api.post(
+                    f"/api/approvals/{approval['id']}/decision", json={"decision": "approve"}
+                )
+                assert decided.status_code == 200 and decided.json()["decided"], decided.text
+            else:
+                await self.emu.control(
+                    "POST",
+                    "/cards/click",
+                    {
+                        "message_id": approval["card_message_id"],
+                        "operator": "ou_alice",
+                        "value": {"approval_id": approval["id"], "decision": "approve"},
+                    },
+                )
+
+    @asynccontextmanager
+    async def agent_online_everywhere(self, **connector: Any) -> AsyncIterator[tuple[int, Instance]]:
+        """A connector connected on every instance, and the agent "worker" (it runs whoami) registered on the
+        first instance, held by the second and seen online by all; yields the connector's id and the holder.
+        """
+        connector_id = await self.create_connector(self[0], **connector)
+        await self.wait_connected_everywhere(connector_id)
+        registered = await self[0].api.post("/api/agents", json={"name": "worker"})
+        assert registered.status_code == 201, registered.text
+        holder = self[1]
+        # The agent is given the service's base URL (http://host:port), not the ws URL.
+        agent = asyncio.create_task(
+            run_agent(
+                holder.service.url, registered.json()["token"], allowed=frozenset({"whoami"}), heartbeat=0.5
+            )
+        )
+        try:
+
+            async def online_everywhere() -> bool:
+                for instance in self.instances:
+                    agents = (await instance.api.get("/api/agents")).json()["items"]
+                    if not [a for a in agents if a["name"] == "worker" and a["online"]]:
+                        return False
+                return True
+
+            await eventually(online_everywhere, timeout=10)
+            yield connector_id, holder
+        finally:
+            agent.cancel()
+            with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError, OSError):
+                await agent
 
 
 def cluster_env(database: Database, emu_url: str) -> dict[str, str]:

@@ -3,14 +3,9 @@ each request is continued by exactly one of them (one model call per step, one a
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from echocenter.agents.example import run_agent
 from tests.multi.conftest import Cluster, cluster_env, started_cluster
 from tests.support.databases import fresh_database
 from tests.support.emulator import RunningEmulator
@@ -51,25 +46,7 @@ async def test_each_request_is_continued_by_exactly_one_instance(
 
 async def _run(cluster: Cluster, fake: FakeOpenAI) -> None:
     # ou_alice asks and clicks: this test is about the fleet, four-eyes has its own tests.
-    connector_id = await cluster.create_connector(cluster[0], allow_self_approval=True)
-    await cluster.wait_connected_everywhere(connector_id)
-    registered = await cluster[0].api.post("/api/agents", json={"name": "worker"})
-    assert registered.status_code == 201, registered.text
-    holder = cluster[1]
-    agent = asyncio.create_task(
-        run_agent(
-            holder.service.url, registered.json()["token"], allowed=frozenset({"whoami"}), heartbeat=0.5
-        )
-    )
-    try:
-
-        async def online_everywhere() -> bool:
-            for instance in cluster.instances:
-                if not any(a["online"] for a in (await instance.api.get("/api/agents")).json()["items"]):
-                    return False
-            return True
-
-        await eventually(online_everywhere, timeout=10)
+    async with cluster.agent_online_everywhere(allow_self_approval=True) as (_, holder):
         questions = {}
         for i in range(REQUESTS):
             said = await cluster.emu.control(
@@ -84,22 +61,7 @@ async def _run(cluster: Cluster, fake: FakeOpenAI) -> None:
             pending = [a for a in items if a["card_message_id"]]
             return pending if len(pending) == REQUESTS else []
 
-        for index, approval in enumerate(await eventually(carded, timeout=20)):
-            if index % 2:  # through the admin API of the instance that does not hold the agent
-                decided = await cluster.other_than(holder).api.post(
-                    f"/api/approvals/{approval['id']}/decision", json={"decision": "approve"}
-                )
-                assert decided.json()["decided"], decided.text
-            else:  # a click, delivered to a random instance's connection
-                await cluster.emu.control(
-                    "POST",
-                    "/cards/click",
-                    {
-                        "message_id": approval["card_message_id"],
-                        "operator": "ou_alice",
-                        "value": {"approval_id": approval["id"], "decision": "approve"},
-                    },
-                )
+        await cluster.approve_away_from(holder, await eventually(carded, timeout=20))
 
         async def all_answered() -> list[dict[str, Any]]:
             items = (await cluster.emu.control("GET", "/chats/oc_ops/messages"))["items"]
@@ -116,7 +78,3 @@ async def _run(cluster: Cluster, fake: FakeOpenAI) -> None:
         )
         assert {m["parent_id"] for m in answers} == set(questions)
         assert len(fake.requests) == 2 * REQUESTS  # one model call per step: no loop continued twice
-    finally:
-        agent.cancel()
-        with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError, OSError):
-            await agent

@@ -4,14 +4,12 @@ an event or an agent lands on."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import signal
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
 
 from echocenter.agents.example import AgentStop, run_agent
@@ -124,28 +122,7 @@ async def _approvals(instance: Instance, **params: Any) -> list[dict[str, Any]]:
 async def test_commands_approved_on_any_instance_run_on_the_agent_another_instance_holds(
     cluster: Cluster,
 ) -> None:
-    connector_id = await cluster.create_connector(cluster[0])
-    await cluster.wait_connected_everywhere(connector_id)
-    registered = await cluster[0].api.post("/api/agents", json={"name": "worker"})
-    assert registered.status_code == 201, registered.text
-    holder = cluster[1]
-    # The agent is given the service's base URL (http://host:port), not the ws URL.
-    agent = asyncio.create_task(
-        run_agent(
-            holder.service.url, registered.json()["token"], allowed=frozenset({"whoami"}), heartbeat=0.5
-        )
-    )
-    try:
-
-        async def online_everywhere() -> bool:
-            for instance in cluster.instances:
-                agents = (await instance.api.get("/api/agents")).json()["items"]
-                if not [a for a in agents if a["name"] == "worker" and a["online"]]:
-                    return False
-            return True
-
-        await eventually(online_everywhere, timeout=5)
-
+    async with cluster.agent_online_everywhere() as (connector_id, holder):
         # The Butler on whichever instance gets the message knows the agent is online.
         said = await cluster.emu.control(
             "POST",
@@ -176,24 +153,7 @@ async def test_commands_approved_on_any_instance_run_on_the_agent_another_instan
 
         # Twenty sends in one chat (a reply and a card each), paced at Feishu's 5/s per chat: give it time.
         pending = await eventually(ten_pending, timeout=45)
-        # Approved on the instances that do not hold the agent: half by card click (delivered to a random
-        # connection, maybe the holder's), half through another instance's admin API.
-        for index, approval in enumerate(pending):
-            if index % 2:
-                decided = await cluster.other_than(holder).api.post(
-                    f"/api/approvals/{approval['id']}/decision", json={"decision": "approve"}
-                )
-                assert decided.status_code == 200 and decided.json()["decided"], decided.text
-            else:
-                await cluster.emu.control(
-                    "POST",
-                    "/cards/click",
-                    {
-                        "message_id": approval["card_message_id"],
-                        "operator": "ou_alice",
-                        "value": {"approval_id": approval["id"], "decision": "approve"},
-                    },
-                )
+        await cluster.approve_away_from(holder, pending)
 
         async def all_finished() -> list[dict[str, Any]]:
             done = await _approvals(random.choice(cluster.instances))
@@ -228,7 +188,3 @@ async def test_commands_approved_on_any_instance_run_on_the_agent_another_instan
             )
 
         await eventually(released, timeout=8)
-    finally:
-        agent.cancel()
-        with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError, OSError):
-            await agent

@@ -27,12 +27,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from echocenter.db.engine import make_engine
 from echocenter.db.models import UNFINISHED, InboundMessage
+from echocenter.emulator import EmulatorConfig
 from tests.support.emulator import APP_ID, APP_SECRET, RunningEmulator
 from tests.support.waiting import eventually
 
 ADMIN = ("admin", "admin-password-1")
 COMMAND_AGENT = "chaos-agent"
 SENDERS = ("ou_alice", "ou_bob")
+
+
+def patient_feishu(*, ack_timeout_seconds: float) -> EmulatorConfig:
+    """Feishu pushing again what is not acked, for long enough to outlast a restart or an outage (it retries
+    for hours). Send quotas off (and the service's pacing, in service_env): the flows flood one chat at up
+    to 100 messages/s to kill a process mid-flow; within Feishu's 5 replies/s per chat the answers would
+    take minutes. Pacing under the quotas has its own tests (test_outbox.py) and benchmark."""
+    return EmulatorConfig(
+        ack_timeout_seconds=ack_timeout_seconds, max_delivery_attempts=60, quotas_enabled=False
+    )
 
 
 def free_port() -> int:

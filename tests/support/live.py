@@ -6,6 +6,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -31,11 +32,12 @@ def _listening_socket(attempts: int = 5) -> socket.socket:
 
 
 @asynccontextmanager
-async def serve(app: ASGIApp, *, lifespan: str = "on") -> AsyncIterator[str]:
-    """Yield the base URL (http://127.0.0.1:PORT) while the app is being served."""
+async def serve(app: ASGIApp, *, lifespan: str = "on", **options: Any) -> AsyncIterator[str]:
+    """Yield the base URL (http://127.0.0.1:PORT) while the app is being served (``options``: uvicorn's)."""
     sock = _listening_socket()
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan=lifespan, log_level="warning", ws_ping_interval=None)
+    options = {"ws_ping_interval": None, **options}
+    config = uvicorn.Config(app, lifespan=lifespan, log_level="warning", **options)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:

@@ -29,6 +29,7 @@ LAYERS: list[set[str]] = [
     # what every layer may use: errors, logs, metrics registry, secrets box, the rules for credentials,
     # the contracts between layers, the ORM and migrations
     {"errors", "logging_setup", "metrics", "secretbox", "credential_rules", "contracts", "filemodes", "db"},
+    {"taskset"},  # the one task-set holder (app, bridge, long connection)
     {"settings", "fd_limits", "lean_websocket"},
     {"runtime"},  # settings, engine, sessions, secret box, the pooled HTTP client
     {"cluster", "integration_logs"},  # instances, event bus, presence; the integration log

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from echocenter.errors import UpstreamError
@@ -35,7 +35,7 @@ class AgentOffline(UpstreamError):
 class _Connected:
     agent_id: int
     link: AgentLink
-    pending: set[str] = field(default_factory=set)
+    pending: set[str] | None = None  # request ids awaiting this agent; None rather than an empty set (216 B)
 
 
 class Presence(Protocol):
@@ -92,7 +92,7 @@ class AgentHub:
         del self._connected[name]
         if self._presence is not None:
             self._presence.disconnected(current.agent_id)
-        for request_id in current.pending:
+        for request_id in current.pending or ():
             future = self._waiting.pop(request_id, None)
             if future is not None and not future.done():
                 future.set_result(CommandResult(False, "the agent disconnected before answering"))
@@ -109,9 +109,10 @@ class AgentHub:
         """A result from an agent; True when it answered a directive this hub is waiting on."""
         request_id = message.get("request_id")
         connected = self._connected.get(name)
-        if not isinstance(request_id, str) or connected is None or request_id not in connected.pending:
+        pending = connected.pending if connected is not None else None
+        if not isinstance(request_id, str) or connected is None or request_id not in (pending or ()):
             return False  # unknown, or someone else's request: ignored
-        connected.pending.discard(request_id)
+        _forget(connected, request_id)
         future = self._waiting.pop(request_id, None)
         if future is None or future.done():
             return False
@@ -129,6 +130,8 @@ class AgentHub:
             raise AgentOffline(f"agent {name} is offline")
         future: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
+        if connected.pending is None:
+            connected.pending = set()
         connected.pending.add(request_id)
         try:
             await connected.link.send_json(
@@ -141,4 +144,11 @@ class AgentHub:
             raise AgentOffline(f"agent {name} could not be reached: {type(exc).__name__}") from exc
         finally:
             self._waiting.pop(request_id, None)
-            connected.pending.discard(request_id)
+            _forget(connected, request_id)
+
+
+def _forget(connected: _Connected, request_id: str) -> None:
+    if connected.pending is not None:
+        connected.pending.discard(request_id)
+        if not connected.pending:
+            connected.pending = None

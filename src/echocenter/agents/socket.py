@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -39,12 +39,13 @@ class AgentSocketRoute:
         self.app = app
         self._state = state
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not a coroutine itself: it hands back the one to await, so an agent socket's task keeps no frame
+        # of this layer for its whole life (one frame less on each of 20,000 sockets).
         if scope["type"] == "websocket" and scope["path"] == AGENT_SOCKET_PATH:
             state = self._state if self._state is not None else scope["app"].state
-            await agent_socket(state.runtime, state.agents, scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+            return agent_socket(state.runtime, state.agents, scope, receive, send)
+        return self.app(scope, receive, send)
 
 
 def _token(scope: Scope) -> str:
@@ -121,22 +122,18 @@ def _handle(runtime: Runtime, hub: AgentHub, agent_id: int, name: str, message: 
     hub.heartbeat(name)  # heartbeats and results both count; buffered, never awaited here
 
 
-async def _serve_frames(runtime: Runtime, hub: AgentHub, agent_id: int, name: str, receive: Receive) -> None:
-    """Until the socket closes, or FrameRefused (after one log line); nothing of the last frame stays
-    referenced while the socket idles (20,000 of them)."""
-    while True:
-        event = await receive()
-        if event["type"] != "websocket.receive":
-            return  # websocket.disconnect
-        try:
-            message = read_frame(event)
-        except FrameRefused as refused:
-            # One line, no traceback: the agent sent something we do not speak; tell it why and close.
-            log_event(log, "agent_frame_refused", agent=name, code=refused.close_code, reason=refused.reason)
-            raise
-        event = None  # type: ignore[assignment]
-        _handle(runtime, hub, agent_id, name, message)
-        message = None  # type: ignore[assignment]
+def _take(runtime: Runtime, hub: AgentHub, agent_id: int, name: str, event: Any) -> bool:
+    """One event from the socket; False when the socket closed. FrameRefused after one log line."""
+    if event["type"] != "websocket.receive":
+        return False  # websocket.disconnect
+    try:
+        message = read_frame(event)
+    except FrameRefused as refused:
+        # One line, no traceback: the agent sent something we do not speak; tell it why and close.
+        log_event(log, "agent_frame_refused", agent=name, code=refused.close_code, reason=refused.reason)
+        raise
+    _handle(runtime, hub, agent_id, name, message)
+    return True
 
 
 def _has_nul(scope: Scope) -> bool:
@@ -159,7 +156,10 @@ async def agent_socket(runtime: Runtime, hub: AgentHub, scope: Scope, receive: R
     link = _Link(send)
     await hub.attach(name, agent_id, link)
     try:
-        await _serve_frames(runtime, hub, agent_id, name, receive)
+        # The read loop lives here, not in a coroutine of its own, and nothing of the last frame stays
+        # referenced while the socket idles: 20,000 of these wait at once.
+        while _take(runtime, hub, agent_id, name, await receive()):
+            pass
     except FrameRefused as refused:
         await link.close(code=refused.close_code, reason=refused.reason)
     finally:

@@ -7,25 +7,21 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-
-from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from collections.abc import Awaitable, Coroutine
+from typing import Any
 
 from echocenter import metrics
-from echocenter.agents import service as agents
 from echocenter.agents.commands import is_allowed, normalize
 from echocenter.agents.hub import AgentHub
-from echocenter.approvals.states import ApprovalStatus
 from echocenter.approvals.workflow import ApprovalWorkflow
-from echocenter.butler.brains import Brain, BrainContext, CommandRequest, Turn
+from echocenter.butler.brains import Brain, BrainContext, CommandRequest
 from echocenter.butler.command_check import problem_with, unknown_agent
 from echocenter.butler.loop import AgentLoop, Spawn
+from echocenter.butler.snapshot import Snapshot, SnapshotReader
 from echocenter.butler.thinking import think
+from echocenter.butler.turns import NewTurn, Turns
 from echocenter.contracts import InboundMessage
-from echocenter.db.models import Approval, Conversation, ConversationTurn, FeishuConnector, LogLevel
-from echocenter.db.types import utcnow
+from echocenter.db.models import LogLevel
 from echocenter.feishu.attachments import AttachmentReader, Attachments
 from echocenter.feishu.outbound import Outbound
 from echocenter.feishu.reactions import Reactions
@@ -37,34 +33,6 @@ from echocenter.runtime import Runtime
 log = logging.getLogger(__name__)
 
 APOLOGY = "Sorry — I could not think that through just now. Please try again in a moment."
-
-
-async def _conversation_id(session: AsyncSession, message: InboundMessage) -> int:
-    """The conversation of this user in this chat and thread, created on first contact (race-free)."""
-    dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    now = utcnow()
-    await session.execute(
-        dialect_insert(Conversation)
-        .values(
-            connector_id=message.connector_id,
-            chat_id=message.chat_id,
-            open_id=message.open_id,
-            thread_id=message.thread_key,
-            created_at=now,
-            updated_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["connector_id", "chat_id", "open_id", "thread_id"])
-    )
-    conversation_id = await session.scalar(
-        select(Conversation.id).where(
-            Conversation.connector_id == message.connector_id,
-            Conversation.chat_id == message.chat_id,
-            Conversation.open_id == message.open_id,
-            Conversation.thread_id == message.thread_key,
-        )
-    )
-    assert conversation_id is not None
-    return conversation_id
 
 
 class ButlerService:
@@ -91,6 +59,12 @@ class ButlerService:
         self._reactions = reactions
         self._attachments = attachments
         self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # SQLite means one instance: only this process writes turns, so their memory here is exact.
+        single_writer = runtime.engine.dialect.name == "sqlite"
+        self._turns = Turns(
+            runtime.engine, history=self._settings.butler_history_turns, remember=single_writer
+        )
+        self._snapshots = SnapshotReader(runtime.sessions, agents_online=hub.online_anywhere)
         # A brain that uses tools answers through the agent loop (results go back to it); the rule brain
         # answers at once and a command's output is posted as it is.
         self._loop = (
@@ -114,31 +88,21 @@ class ButlerService:
             await self._loop.sweep()
 
     async def handle(self, message: InboundMessage) -> None:
-        """Keep the user's turn (so it survives a restart); once only, however often the inbox drives it."""
-        async with self._sessions() as session:
-            conversation_id = await _conversation_id(session, message)
-            await _add_turn(
-                session, conversation_id, "user", message.text, f"user:{message.message_id}", message
-            )
-            await session.commit()
+        """Keep the user's turn (so it survives a restart); once only, however often the inbox drives it.
+        Turns of messages arriving together share a transaction."""
+        await self._turns.add(NewTurn(message, "user", message.text, f"user:{message.message_id}"))
 
     async def answer(self, message: InboundMessage) -> None:
-        """Think and reply; the durable inbox marks the message answered when this returns. While it
-        thinks, the person's message wears the connector's reaction (a sign of life)."""
-        async with self._sessions() as session:
-            conversation_id = await _conversation_id(session, message)
-            await session.commit()
-            prefs = (
-                await session.execute(
-                    select(FeishuConnector.streaming_replies, FeishuConnector.thinking_reaction).where(
-                        FeishuConnector.id == message.connector_id
-                    )
-                )
-            ).first()
-        streaming, emoji = (bool(prefs[0]), str(prefs[1] or "")) if prefs else (False, "")
+        """Think and reply; the durable inbox marks the message answered when this returns. While a brain
+        that may take a while (one using tools) thinks, the person's message wears the connector's reaction
+        (a sign of life); the rule brain answers at once, so it shows none."""
+        conversation_id = await self._turns.conversation(message)
+        snapshot = await self._snapshots.read(message.connector_id)
         reaction = None
-        if self._reactions is not None and emoji:
-            reaction = await self._reactions.add(message.connector_id, message.message_id, emoji)
+        if self._reactions is not None and snapshot.prefs.reaction and self._loop is not None:
+            reaction = await self._reactions.add(
+                message.connector_id, message.message_id, snapshot.prefs.reaction
+            )
         try:
             found = await self._read_attachments(message)
             if found.problems and not (message.text or found.images or found.texts):
@@ -149,7 +113,7 @@ class ButlerService:
                 async with self._locks[conversation_id]:
                     await self._loop.start(conversation_id, message, attachments=found)
             else:
-                await self._respond(conversation_id, message, found, streaming=streaming)
+                await self._respond(conversation_id, message, found, snapshot)
         finally:
             if reaction is not None and self._reactions is not None:
                 await self._reactions.remove(message.connector_id, message.message_id, reaction)
@@ -169,102 +133,95 @@ class ButlerService:
             )
         return found
 
-    async def _history(self, conversation_id: int, before_message_id: str) -> list[Turn]:
-        limit = self._settings.butler_history_turns
-        if limit == 0:
-            return []
-        async with self._sessions() as session:
-            turns = list(
-                await session.scalars(
-                    select(ConversationTurn)
-                    .where(ConversationTurn.conversation_id == conversation_id)
-                    .order_by(ConversationTurn.id.desc())
-                    .limit(limit + 1)
-                )
-            )
-        turns.reverse()
-        return [
-            Turn(t.role, t.content)
-            for t in turns
-            if t.role in ("user", "assistant") and (t.message_id != before_message_id or t.role != "user")
-        ]
-
-    async def _pending(self) -> int:
-        async with self._sessions() as session:
-            count = await session.scalar(
-                select(func.count())
-                .select_from(Approval)
-                .where(Approval.status == ApprovalStatus.PENDING.value)
-            )
-        return int(count or 0)
-
     async def _respond(
-        self, conversation_id: int, message: InboundMessage, found: Attachments, *, streaming: bool
+        self, conversation_id: int, message: InboundMessage, found: Attachments, snapshot: Snapshot
     ) -> None:
-        """The rule brain's answer (and its one command); a tool-using brain answers through the loop."""
+        """The rule brain's answer (and its one command); a tool-using brain answers through the loop.
+        One answer at a time per conversation decides and queues its reply, so replies keep their order;
+        waiting for Feishu to take it happens outside, so the conversation's next message need not wait."""
+        async with self._locks[conversation_id]:
+            delivery = await self._decide(conversation_id, message, found, snapshot)
+        if delivery is not None:
+            await delivery
+
+    async def _decide(
+        self, conversation_id: int, message: InboundMessage, found: Attachments, snapshot: Snapshot
+    ) -> Coroutine[Any, Any, None] | None:
+        """Think, then say what follows; a plain reply is queued and its delivery handed back to await."""
         started = time.monotonic()
-        async with self._locks[conversation_id]:  # one answer at a time per conversation, in order
-            async with self._sessions() as session:
-                agent_commands = await agents.commands_by_name(session)
-            stream: CardStream | None = None
-            if streaming and self._streams is not None:
-                stream = self._streams.open(message)
-            text = "\n\n".join([message.text, *found.texts]).strip() or "(an image)"
-            context = BrainContext(
-                text=text,
-                requester=message.open_id,
-                history=await self._history(conversation_id, message.message_id),
-                agents_online=await self._hub.online_anywhere(),
-                pending_approvals=await self._pending(),
-                agent_commands=agent_commands,
-                stream=stream.push if stream is not None else None,
-                images=found.images,
+        stream: CardStream | None = None
+        if snapshot.prefs.streaming and self._streams is not None:
+            stream = self._streams.open(message)
+        context = BrainContext(
+            text="\n\n".join([message.text, *found.texts]).strip() or "(an image)",
+            requester=message.open_id,
+            history=await self._turns.history(conversation_id, message.message_id),
+            agents_online=snapshot.agents_online,
+            pending_approvals=snapshot.pending_approvals,
+            agent_commands=snapshot.agent_commands,
+            stream=stream.push if stream is not None else None,
+            images=found.images,
+        )
+        reply = await think(self._brain, context, stream=stream, sessions=self._sessions, message=message)
+        if reply is None:
+            await self._say(message, APOLOGY)
+            return None
+        # The stream ends before anything else is said: a command (or its refusal) follows the card.
+        on_card = stream is not None and await stream.finish()
+        if reply.command is not None and not await self._may_ask(message, reply.command, snapshot):
+            return None
+        if found.problems:  # part of it could not be read: say so, then answer the rest
+            await self._say(message, " ".join(found.problems), key="unreadable")
+        delivery = None
+        if on_card:
+            if stream is not None and stream.overflow:  # longer than a card holds: the rest as text
+                await self._say(message, inert(stream.overflow), key="more")
+            await self._remember(conversation_id, reply.text, message, kind="reply")
+        elif reply.text:
+            delivery = self._queue_reply(conversation_id, message, reply.text, started)
+        if reply.command is None:
+            return delivery
+        if delivery is not None:  # the reply goes out before the approval card is asked for
+            await delivery
+        await self._ask_approval(conversation_id, message, reply.command)
+        return None
+
+    async def _may_ask(self, message: InboundMessage, command: CommandRequest, snapshot: Snapshot) -> bool:
+        """Whether a card may be sent for this command; if not, the person is told why (and it is logged)."""
+        if refusal := await self._refusal(command):
+            await record_now(
+                self._sessions,
+                connector_id=message.connector_id,
+                action=LogAction.COMMAND_REFUSED,
+                level=LogLevel.WARN,
+                reason=refusal,
+                agent=command.agent[:64],
+                message_id=message.message_id,
             )
-            reply = await think(self._brain, context, stream=stream, sessions=self._sessions, message=message)
-            if reply is None:
-                await self._say(message, APOLOGY)
-                return
-            # The stream ends before anything else is said: a command (or its refusal) follows the card.
-            on_card = stream is not None and await stream.finish()
-            command = reply.command
-            if command is not None and (refusal := await self._refusal(command)):
-                await record_now(
-                    self._sessions,
-                    connector_id=message.connector_id,
-                    action=LogAction.COMMAND_REFUSED,
-                    level=LogLevel.WARN,
-                    reason=refusal,
-                    agent=command.agent[:64],
-                    message_id=message.message_id,
-                )
-                await self._say(message, f"I cannot ask for that: {refusal}")
-                return
-            if command is not None and not is_allowed(command.command, agent_commands.get(command.agent, [])):
-                await self._refuse(message, command.agent, command.command, agent_commands[command.agent])
-                return
-            if found.problems:  # part of it could not be read: say so, then answer the rest
-                await self._say(message, " ".join(found.problems), key="unreadable")
-            if on_card:
-                if stream is not None and stream.overflow:  # longer than a card holds: the rest as text
-                    await self._say(message, inert(stream.overflow), key="more")
-                await self._remember(conversation_id, reply.text, message, kind="reply")
-            elif reply.text:
-                await self._say(message, reply.text)
-                metrics.ANSWER_LATENCY.observe(time.monotonic() - started)
-            if reply.command is not None:
-                approval = await self._workflow.request(
-                    message=message,
-                    requester_name=message.open_id,
-                    agent=reply.command.agent,
-                    command=reply.command.command,
-                    reason=reply.command.reason,
-                )
-                await self._remember(
-                    conversation_id,
-                    f"[asked for approval #{approval.id}: {reply.command.command} on {reply.command.agent}]",
-                    message,
-                    kind="approval",
-                )
+            await self._say(message, f"I cannot ask for that: {refusal}")
+            return False
+        allowed = snapshot.agent_commands.get(command.agent, [])
+        if not is_allowed(command.command, allowed):
+            await self._refuse(message, command.agent, command.command, allowed)
+            return False
+        return True
+
+    async def _ask_approval(
+        self, conversation_id: int, message: InboundMessage, command: CommandRequest
+    ) -> None:
+        approval = await self._workflow.request(
+            message=message,
+            requester_name=message.open_id,
+            agent=command.agent,
+            command=command.command,
+            reason=command.reason,
+        )
+        await self._remember(
+            conversation_id,
+            f"[asked for approval #{approval.id}: {command.command} on {command.agent}]",
+            message,
+            kind="approval",
+        )
 
     async def _refuse(self, message: InboundMessage, agent: str, command: str, allowed: list[str]) -> None:
         """No card for a command the agent does not offer: say why, and log it."""
@@ -294,10 +251,29 @@ class ButlerService:
                     problem = f"there is no registered agent named {command.agent}."
         return problem
 
-    async def _say(self, message: InboundMessage, text: str, *, key: str = "reply") -> None:
-        """Reply once: the uuid is the message's, so a re-drive finds the first send (Feishu keeps it 1 h).
-        A failed send raises (logged as ws_outbound with Feishu's code): the inbox tries again later."""
-        await self._outbound.send_text(
+    def _queue_reply(
+        self, conversation_id: int, message: InboundMessage, text: str, started: float
+    ) -> Coroutine[Any, Any, None]:
+        """The reply takes its place in the chat's order now (and in the conversation's memory, so the next
+        message's history has it); the coroutine back waits until Feishu took it, then stores the turn."""
+        sent = self._queue(message, text, "reply")
+        turn = NewTurn(message, "assistant", text, f"reply:{message.message_id}")
+        self._turns.remember(conversation_id, turn)
+        return self._delivered(conversation_id, sent, turn, started)
+
+    async def _delivered(
+        self, conversation_id: int, sent: Awaitable[list[str]], turn: NewTurn, started: float
+    ) -> None:
+        try:
+            await sent
+        except BaseException:
+            self._turns.forget(conversation_id)  # its memory holds a reply that was not sent
+            raise
+        metrics.ANSWER_LATENCY.observe(time.monotonic() - started)
+        await self._turns.add(turn)
+
+    def _queue(self, message: InboundMessage, text: str, key: str) -> Coroutine[Any, Any, list[str]]:
+        return self._outbound.queue_text(
             message.connector_id,
             chat_id=message.chat_id,
             text=text,
@@ -305,35 +281,13 @@ class ButlerService:
             uuid=f"{key}-{message.message_id}",
             in_thread=message.in_thread,
         )
-        if key != "reply":
-            return
-        async with self._sessions() as session:
-            conversation_id = await _conversation_id(session, message)
-            await session.commit()
-        await self._remember(conversation_id, text, message, kind="reply")
+
+    async def _say(self, message: InboundMessage, text: str, *, key: str = "reply") -> None:
+        """Reply once: the uuid is the message's, so a re-drive finds the first send (Feishu keeps it 1 h).
+        A failed send raises (logged as ws_outbound with Feishu's code): the inbox tries again later."""
+        await self._queue(message, text, key)
+        if key == "reply":
+            await self._turns.add(NewTurn(message, "assistant", text, f"reply:{message.message_id}"))
 
     async def _remember(self, conversation_id: int, text: str, message: InboundMessage, *, kind: str) -> None:
-        async with self._sessions() as session:
-            await _add_turn(
-                session, conversation_id, "assistant", text, f"{kind}:{message.message_id}", message
-            )
-            await session.commit()
-
-
-async def _add_turn(
-    session: AsyncSession, conversation_id: int, role: str, text: str, key: str, message: InboundMessage
-) -> None:
-    """A conversation turn, added once per key (a re-driven message finds its turn already there)."""
-    dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    await session.execute(
-        dialect_insert(ConversationTurn)
-        .values(
-            conversation_id=conversation_id,
-            role=role,
-            content=text,
-            message_id=message.message_id if role == "user" else "",
-            turn_key=key,
-            created_at=utcnow(),
-        )
-        .on_conflict_do_nothing(index_elements=["conversation_id", "turn_key"])
-    )
+        await self._turns.add(NewTurn(message, "assistant", text, f"{kind}:{message.message_id}"))

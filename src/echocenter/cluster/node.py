@@ -18,7 +18,7 @@ from echocenter.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-StartTask = Callable[[str, Awaitable[Any]], None]  # the app's BackgroundTasks.start
+StartTask = Callable[[str, Awaitable[Any]], None]  # the app's TaskSet.start
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,11 +31,16 @@ class Batcher(Generic[Item, Outcome]):
         self._worker: asyncio.Task[None] | None = None
 
     async def submit(self, item: Item) -> Outcome:
+        return await self.enqueue(item)
+
+    def enqueue(self, item: Item) -> asyncio.Future[Outcome]:
+        """Take the item's place in the queue now (items are written in the order they were enqueued); the
+        future holds its outcome once its batch is done."""
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._drain())
-        return await future
+        return future
 
     async def _drain(self) -> None:
         while self._queue:

@@ -21,6 +21,7 @@ class PushIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     app_id: str
     chat_id: str = "oc_ops"
+    chat_ids: list[str] = Field(default=[], description="if given, the messages go round these chats")
     sender: str = "ou_alice"
     text: str = "status"
     mention_bot: bool = True
@@ -31,6 +32,7 @@ class PushIn(BaseModel):
 @dataclass
 class Batch:
     deliveries: list[Delivery] = field(default_factory=list)
+    pushed: list[Message] = field(default_factory=list)  # the messages, to find the bot's replies to them
     started: float = field(default_factory=time.perf_counter)
     done_pushing: bool = False
 
@@ -53,6 +55,26 @@ class Batch:
             "redelivered": sum(1 for d in self.deliveries if len(d.attempts) > 1),
         }
 
+    def answers(self, messages: dict[str, Message]) -> dict[str, Any]:
+        """How fast the bot answered: message pushed → its first reply stored here (ms, this clock)."""
+        first_reply: dict[str, int] = {}
+        for m in messages.values():
+            if m.sender_type == "app" and m.parent_id:
+                first_reply[m.parent_id] = min(first_reply.get(m.parent_id, m.create_time), m.create_time)
+        pushed = {m.message_id: m.create_time for m in self.pushed}
+        latencies = sorted(first_reply[i] - at for i, at in pushed.items() if i in first_reply)
+        if not latencies:
+            return {"answered": 0, "answered_per_s": None, "answer_ms_p50": None, "answer_ms_p99": None}
+        start = min(pushed.values())
+        last = max(first_reply[i] for i in pushed if i in first_reply)
+        return {
+            "answered": len(latencies),
+            "answered_per_s": len(latencies) / ((last - start) / 1000) if last > start else None,
+            "answer_ms_p50": statistics.median(latencies),
+            "answer_ms_p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+            "answer_ms_max": latencies[-1],
+        }
+
 
 class LoadGenerator:
     def __init__(self, world: World, hub: LongConnHub) -> None:
@@ -67,17 +89,15 @@ class LoadGenerator:
         return batch_id
 
     async def _push(self, spec: PushIn, batch: Batch) -> None:
-        app, chat, sender = (
-            self.world.apps[spec.app_id],
-            self.world.chats[spec.chat_id],
-            self.world.users[spec.sender],
-        )
+        app, sender = self.world.apps[spec.app_id], self.world.users[spec.sender]
+        chats = [self.world.chats[c] for c in spec.chat_ids or [spec.chat_id]]
         mentioned = [self.world.users[app.bot_open_id]] if spec.mention_bot else []
         text, mentions = text_with_mentions(spec.text, mentioned, app.tenant_key)
         content = json.dumps({"text": text})
         interval = 1.0 / spec.rate_per_second if spec.rate_per_second else 0.0
         batch.started = time.perf_counter()
         for i in range(spec.count):
+            chat = chats[i % len(chats)]
             message = Message(
                 new_id("om_"),
                 chat.chat_id,
@@ -88,6 +108,7 @@ class LoadGenerator:
                 now_ms(),
                 mentions=mentions,
             )
+            batch.pushed.append(message)
             self.world.store(message)  # in the chat, as in Feishu: the bot can reply to it
             batch.deliveries.append(self.hub.push(app.app_id, message_receive(app, sender, chat, message)))
             if interval:

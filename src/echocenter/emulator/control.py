@@ -557,8 +557,9 @@ class Control:
     async def bench_push(self, request: Request) -> dict[str, Any]:
         body: PushIn = await self._body(request, PushIn)  # type: ignore[arg-type]
         self._app(body.app_id)
-        if body.chat_id not in self.world.chats:
-            raise ControlError(404, f"no chat {body.chat_id}")
+        for chat_id in body.chat_ids or [body.chat_id]:
+            if chat_id not in self.world.chats:
+                raise ControlError(404, f"no chat {chat_id}")
         self._user(body.sender)
         return {"batch_id": self.load.start(body)}
 
@@ -566,7 +567,8 @@ class Control:
         batch = self.load.batches.get(request.path_params["batch_id"])
         if batch is None:
             raise ControlError(404, "no such batch")
-        return batch.stats()
+        answers = request.query_params.get("answers") == "1"  # a scan of all messages: asked for at the end
+        return batch.stats() | (batch.answers(self.world.messages) if answers else {})
 
     async def set_config(self, request: Request) -> dict[str, Any]:
         body: ConfigIn = await self._body(request, ConfigIn)

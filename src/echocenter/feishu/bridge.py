@@ -1,5 +1,5 @@
-"""The Feishu bridge: one long connection per connector with credentials, and one dispatch for events from
-either transport (long connection or HTTP callback).
+"""The Feishu bridge: one long connection per connector with credentials, and the one seam both transports
+(long connection, HTTP callback) hand their typed events to: ``on_event`` and ``answer_card``.
 
 Connections follow the connectors: whoever changes one (the API, on any instance) publishes
 ``{"kind": "connector", "id": N}`` on the event bus, and every instance's ``connector_changed`` starts,
@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any
 
@@ -33,9 +32,9 @@ from echocenter.db.models import (
 )
 from echocenter.db.types import utcnow
 from echocenter.feishu.apps import FeishuApp, FeishuApps
+from echocenter.feishu.card_answer import answer_within
 from echocenter.feishu.connector_config import read_secret
 from echocenter.feishu.events import (
-    Event,
     EventParseError,
     MessageEvent,
     OtherEvent,
@@ -43,12 +42,12 @@ from echocenter.feishu.events import (
 )
 from echocenter.feishu.inbound import Admission, InboundPipeline, Outcome
 from echocenter.feishu.inbox import Inbox, Work, instance_name
-from echocenter.feishu.longconn.client import LongConnClient, StateChange
-from echocenter.feishu.longconn.protocol import ConnState
+from echocenter.feishu.longconn.client import LongConnClient
+from echocenter.feishu.longconn.protocol import ConnState, StateChange
 from echocenter.feishu.openapi import FeishuError, OpenApiClient
 from echocenter.integration_logs.service import LogAction, record_now
-from echocenter.logging_setup import log_event
 from echocenter.runtime import Runtime
+from echocenter.taskset import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +90,8 @@ class FeishuBridge:
             retry_after=timedelta(seconds=self._settings.inbox_retry_seconds),
             max_attempts=self._settings.inbox_max_attempts,
         )
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("feishu-bridge")
+        self._spawn = self._tasks.spawn
         self._lock = asyncio.Lock()
 
     # --- lifecycle ----------------------------------------------------------------------------------
@@ -121,9 +121,7 @@ class FeishuBridge:
             for connector_id in self._apps:
                 await self._stop_connection(connector_id)
             self._apps.clear()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.stop()
 
     async def announce(self, connector_id: int) -> None:
         """A connector was saved here: follow it now, and tell every other instance."""
@@ -187,11 +185,9 @@ class FeishuBridge:
             app_secret=secret,
             base_url=self._settings.feishu_ws_url or self._settings.feishu_base_url,
             http=self._runtime.http,
-            on_event=lambda payload: self._dispatch_ws(connector_id, payload),
-            on_card=lambda payload: self.dispatch_card(connector_id, payload),
+            on_payload=lambda payload: self.from_long_connection(connector_id, payload),
             on_state=lambda change: self._on_state(connector_id, change),
             discovery_timeout=self._settings.feishu_http_timeout,
-            card_deadline=self._settings.feishu_card_deadline,
             backoff_cap=self._settings.feishu_ws_backoff_cap,
         )
         app.connection = asyncio.create_task(client.run(), name=f"feishu-ws-{connector_id}")
@@ -285,32 +281,15 @@ class FeishuBridge:
                     )
             return app.bot_open_id
 
-    # --- dispatch -----------------------------------------------------------------------------------
-    async def dispatch(
-        self, connector_id: int, payload: bytes | dict[str, Any], *, transport: str
+    # --- the transport seam: both transports build a typed event and call on_event or answer_card ------
+    async def on_event(
+        self, connector_id: int, event: MessageEvent | OtherEvent, *, transport: str
     ) -> Admission | None:
-        """Handle one event payload; when this returns, the event may be acked (a message is durable in the
-        inbox, and its routing runs in the background). A bad payload is logged and skipped; raises only when
-        the event could not be stored (database away): then it must not be acked, so Feishu pushes it again.
-        """
+        """Handle one event; when this returns, the event may be acked (a message is durable in the inbox,
+        and its routing runs in the background). Raises only when the event could not be stored (database
+        away): then it must not be acked, so Feishu pushes it again."""
         metrics.event_received(transport)
-        event = await self._parse(connector_id, payload, transport=transport)
-        if event is None:
-            return None
         self._spawn(self._touch_last_event(connector_id))  # bookkeeping: not on the way to the ack
-        if isinstance(event, MessageEvent):
-            admission = await self._pipeline.admit(
-                connector_id=connector_id,
-                event=event,
-                bot_open_id=await self._learn_bot_open_id(connector_id),
-                transport=transport,
-            )
-            metrics.event_outcome(admission.outcome, admission.reason)
-            if admission.outcome is Outcome.ADMITTED:
-                assert admission.row_id is not None and admission.message is not None
-                work = Work(admission.row_id, InboundStatus.RECEIVED, admission.message)
-                self._spawn(self._inbox.drive(work, self._butler))
-            return admission
         if isinstance(event, OtherEvent):
             await record_now(
                 self._runtime.sessions,
@@ -321,33 +300,48 @@ class FeishuBridge:
                 transport=transport,
             )
             return None
-        # A card action arriving as a plain event (e.g. a redelivery): answer nobody, decide the same way.
-        await self._card_handler(connector_id, event)
-        return None
+        admission = await self._pipeline.admit(
+            connector_id=connector_id,
+            event=event,
+            bot_open_id=await self._learn_bot_open_id(connector_id),
+            transport=transport,
+        )
+        metrics.event_outcome(admission.outcome, admission.reason)
+        if admission.outcome is Outcome.ADMITTED:
+            assert admission.row_id is not None and admission.message is not None
+            work = Work(admission.row_id, InboundStatus.RECEIVED, admission.message)
+            self._spawn(self._inbox.drive(work, self._butler))
+        return admission
 
-    async def redrive(self) -> None:
-        """The inbox sweep (periodic, and at start-up): finish what was left behind, here or elsewhere."""
-        await self._inbox.sweep(self._butler, self._spawn)
+    async def answer_card(self, connector_id: int, event: CardActionEvent) -> dict[str, Any]:
+        """A card click, answered within the card deadline (inside the ack, or as the HTTP response). It
+        never waits for message work: nothing here passes through the inbound pipeline."""
+        # Not awaited: under the card deadline, the handler must start before any other database work.
+        self._spawn(self._touch_last_event(connector_id))
+        return await answer_within(
+            self._card_handler(connector_id, event), self._settings.feishu_card_deadline
+        )
 
-    async def _parse(
-        self, connector_id: int, payload: bytes | dict[str, Any], *, transport: str
-    ) -> Event | None:
+    async def from_long_connection(self, connector_id: int, payload: bytes) -> dict[str, Any] | None:
+        """The long connection's side of the seam: the payload read once into a typed event. Returns what
+        rides in the ack (a card's answer; None for any other event)."""
         try:
-            return parse_event(payload)
+            event = parse_event(payload)
         except EventParseError as exc:
+            metrics.event_received("ws")
             await record_now(
                 self._runtime.sessions,
                 connector_id=connector_id,
                 action=LogAction.WS_CLIENT_ERROR,
                 level=LogLevel.WARN,
                 error=f"unreadable event skipped: {exc}",
-                transport=transport,
+                transport="ws",
             )
             return None
-
-    async def _dispatch_ws(self, connector_id: int, payload: bytes) -> None:
-        result = await self.dispatch(connector_id, payload, transport="ws")
-        if result is not None and result.outcome is Outcome.UNKNOWN_CONNECTOR:
+        if isinstance(event, CardActionEvent):
+            return await self.answer_card(connector_id, event)
+        admission = await self.on_event(connector_id, event, transport="ws")
+        if admission is not None and admission.outcome is Outcome.UNKNOWN_CONNECTOR:
             # Deleted (on this or another instance) while its connection was still up: say so, loudly.
             await record_now(
                 self._runtime.sessions,
@@ -358,26 +352,8 @@ class FeishuBridge:
                 transport="ws",
             )
             self._spawn(self.connector_changed(connector_id))  # closes the connection here too
+        return None
 
-    async def dispatch_card(self, connector_id: int, payload: bytes | dict[str, Any]) -> dict[str, Any]:
-        """A card callback; its answer goes back to Feishu (inside the ack, or as the HTTP response)."""
-        event = await self._parse(connector_id, payload, transport="card")
-        if event is None:
-            return {}
-        if not isinstance(event, CardActionEvent):
-            await self.dispatch(connector_id, payload, transport="ws")
-            return {}
-        # Not awaited: under the card deadline, the handler must start before any other database work.
-        self._spawn(self._touch_last_event(connector_id))
-        return await self._card_handler(connector_id, event)
-
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-
-        def done(t: asyncio.Task[Any]) -> None:
-            self._tasks.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                log_event(log, "bridge_task_failed", level=logging.ERROR, error=repr(t.exception()))
-
-        task.add_done_callback(done)
+    async def redrive(self) -> None:
+        """The inbox sweep (periodic, and at start-up): finish what was left behind, here or elsewhere."""
+        await self._inbox.sweep(self._butler, self._spawn)

@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import logging
 import uuid as uuid_lib
+from collections.abc import Awaitable, Coroutine
 from typing import Any
 
 from echocenter.errors import UpstreamError
@@ -64,6 +65,26 @@ def split_text(text: str, limit: int = TEXT_CHUNK_BYTES) -> list[str]:
     return chunks
 
 
+def _text_rows(
+    connector_id: int, chat_id: str, text: str, reply_to: str | None, uuid: str | None, in_thread: bool
+) -> list[NewRow]:
+    base = part_uuid_base(uuid or uuid_lib.uuid4().hex)
+    return [
+        NewRow(
+            connector_id=connector_id,
+            kind="text",
+            lane=chat_lane(chat_id),
+            content=text_content(chunk),
+            uuid=f"{base}-{i}",
+            chat_id=chat_id,
+            target_message_id=reply_to or "",
+            msg_type="text",
+            in_thread=in_thread,
+        )
+        for i, chunk in enumerate(split_text(text))
+    ]
+
+
 class Outbound:
     """The callers' interface (unchanged by the outbox): each method writes outbox rows, then waits until
     Feishu accepted them and returns the message ids. The rows go out even if the caller is gone (a restart):
@@ -73,7 +94,10 @@ class Outbound:
         self._outbox = outbox
 
     async def _send(self, rows: list[NewRow], wait_seconds: float | None = None) -> list[str]:
-        ids = await self._outbox.enqueue(rows)
+        return await self._sent(self._outbox.queue(rows), wait_seconds)
+
+    async def _sent(self, written: Awaitable[list[int]], wait_seconds: float | None = None) -> list[str]:
+        ids = await written
         try:
             return await asyncio.wait_for(self._outbox.wait_sent(ids), wait_seconds)
         except OutboxFailed as exc:  # logged as ws_outbound with Feishu's code by the outbox
@@ -83,6 +107,21 @@ class Outbound:
                 f"not sent within {wait_seconds:g} s (Feishu refuses or cannot be reached for now); "
                 "it stays in the outbox and is sent when Feishu takes it"
             ) from exc
+
+    def queue_text(
+        self,
+        connector_id: int,
+        *,
+        chat_id: str,
+        text: str,
+        reply_to: str | None = None,
+        uuid: str | None = None,
+        in_thread: bool = False,
+    ) -> Coroutine[Any, Any, list[str]]:
+        """Like ``send_text``, but the text takes its place in the chat's order at once, before the
+        coroutine back is awaited (which waits until Feishu took it and returns the message ids)."""
+        rows = _text_rows(connector_id, chat_id, text, reply_to, uuid, in_thread)
+        return self._sent(self._outbox.queue(rows))
 
     async def send_text(
         self,
@@ -98,23 +137,8 @@ class Outbound:
         """Send (or reply with) text, split under Feishu's limit. Returns the message ids.
 
         ``wait_seconds``: give up waiting (OutboundError) after that long; the text is still sent later."""
-        base = part_uuid_base(uuid or uuid_lib.uuid4().hex)
         return await self._send(
-            [
-                NewRow(
-                    connector_id=connector_id,
-                    kind="text",
-                    lane=chat_lane(chat_id),
-                    content=text_content(chunk),
-                    uuid=f"{base}-{i}",
-                    chat_id=chat_id,
-                    target_message_id=reply_to or "",
-                    msg_type="text",
-                    in_thread=in_thread,
-                )
-                for i, chunk in enumerate(split_text(text))
-            ],
-            wait_seconds,
+            _text_rows(connector_id, chat_id, text, reply_to, uuid, in_thread), wait_seconds
         )
 
     async def send_card(

@@ -27,13 +27,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, delete, exists, func, or_, select, update
+from sqlalchemy import and_, delete, exists, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
 from echocenter import metrics
+from echocenter.db.batching import Batcher
 from echocenter.db.models import LogLevel, OutboxMessage, OutboxPacing, OutboxStatus
 from echocenter.db.types import utcnow
 from echocenter.errors import UpstreamError
@@ -51,6 +52,7 @@ WAIT_POLL_SECONDS = (
     5.0  # PostgreSQL: how often a waiting caller re-reads its row (another instance may send it)
 )
 MAX_IN_FLIGHT = 500
+LANE_RUN = 50  # rows of one lane leased at a time (sent one after another)
 MAX_BACKOFF_SECONDS = 30.0
 CLAIM_COALESCE_SECONDS = 0.02
 MAX_RETRY_HOLD_SECONDS = 2.0  # a row whose delivery broke on the database is tried again at least this often
@@ -133,45 +135,70 @@ class Outbox:
         self._claims = itertools.count(1)
         self._loop_task: asyncio.Task[None] | None = None
         self._unsure_tokens: set[str] = set()  # claims a database error interrupted (see _lease)
+        self._writes = Batcher(self._write_batch)
+        self._marks = Batcher(self._mark_batch)
 
     # --- writing and waiting ------------------------------------------------------------------------
     async def enqueue(self, rows: Sequence[NewRow]) -> list[int]:
         """Write the rows (in order, one transaction); a uuid already there is not written twice."""
+        return await self.queue(rows)
+
+    def queue(self, rows: Sequence[NewRow]) -> asyncio.Future[list[int]]:
+        """Like ``enqueue``, but the rows take their place in their lanes' order now; the future holds their
+        ids once written. Rows queued together share a transaction (group commit)."""
+        return self._writes.enqueue(list(rows))
+
+    async def _write_batch(self, groups: Sequence[list[NewRow]]) -> list[list[int]]:
         now = utcnow()
-        insert = pg_insert if self._postgres else sqlite_insert
+        rows = [row for group in groups for row in group]
+        insert = (pg_insert if self._postgres else sqlite_insert)(OutboxMessage)
+        values = [
+            {
+                "connector_id": row.connector_id,
+                "lane": row.lane,
+                "kind": row.kind,
+                "chat_id": row.chat_id,
+                "target_message_id": row.target_message_id,
+                "msg_type": row.msg_type,
+                "receive_id_type": row.receive_id_type,
+                "reply_in_thread": row.in_thread,
+                "content": row.content,
+                "uuid": row.uuid,
+                "status": OutboxStatus.PENDING.value,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+            for row in rows
+        ]
+        o = OutboxMessage
         async with self._sessions() as session:
-            ids = []
-            for row in rows:
-                await session.execute(
-                    insert(OutboxMessage)
-                    .values(
-                        connector_id=row.connector_id,
-                        lane=row.lane,
-                        kind=row.kind,
-                        chat_id=row.chat_id,
-                        target_message_id=row.target_message_id,
-                        msg_type=row.msg_type,
-                        receive_id_type=row.receive_id_type,
-                        reply_in_thread=row.in_thread,
-                        content=row.content,
-                        uuid=row.uuid,
-                        status=OutboxStatus.PENDING.value,
-                        attempts=0,
-                        next_attempt_at=now,
-                        created_at=now,
-                    )
-                    .on_conflict_do_nothing(index_elements=["connector_id", "uuid"])
+            # In the order queued (multi-row VALUES): ids, and so each lane's order, follow it.
+            inserted = await session.execute(
+                insert.on_conflict_do_nothing(index_elements=["connector_id", "uuid"]).returning(
+                    o.id, o.connector_id, o.uuid
+                ),
+                values,
+            )
+            ids = {(c, u): i for i, c, u in inserted}
+            earlier = [(r.connector_id, r.uuid) for r in rows if (r.connector_id, r.uuid) not in ids]
+            fresh = set(ids.values())
+            if earlier:  # written before (a re-driven message): the existing rows stand
+                found = await session.execute(
+                    select(o.id, o.connector_id, o.uuid).where(tuple_(o.connector_id, o.uuid).in_(earlier))
                 )
-                row_id = await session.scalar(
-                    select(OutboxMessage.id).where(
-                        OutboxMessage.connector_id == row.connector_id, OutboxMessage.uuid == row.uuid
-                    )
-                )
-                assert row_id is not None
-                ids.append(row_id)
-            await session.commit()
+                ids.update({(c, u): i for i, c, u in found})
+            loop = asyncio.get_running_loop()
+            for row_id in fresh:  # told when sent by this instance's sender (which cannot see them yet)
+                self._waiters.setdefault(row_id, loop.create_future())
+            try:
+                await session.commit()
+            except BaseException:
+                for row_id in fresh:
+                    self._waiters.pop(row_id, None)
+                raise
         self._wake.set()
-        return ids
+        return [[ids[(r.connector_id, r.uuid)] for r in group] for group in groups]
 
     async def wait_sent(self, row_ids: Sequence[int]) -> list[str]:
         """Feishu's message id for each row once sent. Raises OutboxFailed on a permanent error."""
@@ -179,6 +206,13 @@ class Outbox:
 
     async def _wait_one(self, row_id: int) -> str:
         loop = asyncio.get_running_loop()
+        queued_here = self._waiters.get(row_id)
+        if queued_here is not None and not self._postgres:
+            # Written by this instance and not yet sent: its sender (the only one on SQLite) will tell.
+            sent, value = await asyncio.shield(queued_here)
+            if not sent:
+                raise OutboxFailed(value or "permanent error")
+            return value
         while True:
             future = self._waiters.get(row_id)
             if future is None or future.done():
@@ -289,15 +323,6 @@ class Outbox:
         now = utcnow()
         return await self._lease(self._heads(now).order_by(OutboxMessage.id).limit(room), now)
 
-    async def _claim_next_in_lane(self, row: OutboxMessage) -> OutboxMessage | None:
-        """The lane's next row, straight after its predecessor (cheaper than a claim over every lane)."""
-        now = utcnow()
-        query = self._heads(now).where(
-            OutboxMessage.connector_id == row.connector_id, OutboxMessage.lane == row.lane
-        )
-        rows = await self._lease(query.order_by(OutboxMessage.id).limit(1), now)
-        return rows[0] if rows else None
-
     async def _lease(self, query: Any, now: datetime) -> list[OutboxMessage]:
         """Lease the rows ``query`` selects under a token of this claim alone, so no row is taken twice, not
         even by two claims of one instance."""
@@ -366,31 +391,85 @@ class Outbox:
     async def _drain_lane(self, row: OutboxMessage | None) -> None:
         """Send the lane's rows one after another while they are due and nobody else holds them.
 
+        Rows are leased a run at a time (``LANE_RUN``) and each is sent as soon as Feishu took the one before;
+        marking them sent shares transactions (group commit) and is only awaited before the next run is
+        leased (a lane's next rows are free once the ones before are settled).
         A row whose delivery broke on the database (away, or a connection cut mid-way) is still ours: it is
         tried again here once the database answers, rather than left under its lease until that runs out —
         the lease would hold up its whole lane (every later reply in the chat) for ``LEASE_SECONDS``."""
         failures = 0
-        while row is not None:
-            done = await self._deliver(row)
-            if done is None:
-                failures += 1
-                if not await self._hold_again(row, failures):
-                    # Settled after all (a commit whose answer was lost), or taken by another sender once the
-                    # lease ran out (it sends it). A waiter here is told if it is settled.
-                    await self._tell_if_settled(row.id)
+        ahead: list[OutboxMessage] = []
+        marking: list[asyncio.Task[None]] = []
+        try:
+            while row is not None:
+                done = await self._deliver(row, marking)
+                if done is None:
+                    failures += 1
+                    if not await self._hold_again(row, failures):
+                        # Settled after all (a commit whose answer was lost), or taken by another sender once
+                        # the lease ran out (it sends it). A waiter here is told if it is settled.
+                        await self._tell_if_settled(row.id)
+                        return
+                    continue
+                if not done:
                     return
-                continue
-            if not done:
-                return
-            failures = 0
-            lane = row.lane
-            try:
-                row = await self._claim_next_in_lane(row)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the sender loop claims the lane's next row on its next poll
-                log.exception("outbox_claim_failed lane=%s", lane)
-                return
+                failures = 0
+                if ahead:
+                    row = ahead.pop(0)
+                    continue
+                await asyncio.gather(*marking)
+                marking.clear()
+                row = await self._next_run(row, ahead)
+        finally:
+            await asyncio.gather(*marking, return_exceptions=True)
+            if ahead:  # not sent by this run (a row before them waits): free for whoever comes next
+                with contextlib.suppress(Exception):
+                    await self._release([r.id for r in ahead])
+
+    async def _next_run(self, row: OutboxMessage, ahead: list[OutboxMessage]) -> OutboxMessage | None:
+        """Lease the lane's next rows (those due and free, in order); the first comes back, the rest go
+        ``ahead``. None when there are none (or the database failed: the sender loop claims them later)."""
+        o, now = OutboxMessage, utcnow()
+        try:
+            async with self._sessions() as session:
+                rows = (
+                    await session.execute(
+                        select(o.id, o.next_attempt_at, o.lease_until)
+                        .where(
+                            o.status == OutboxStatus.PENDING.value,
+                            o.connector_id == row.connector_id,
+                            o.lane == row.lane,
+                        )
+                        .order_by(o.id)
+                        .limit(LANE_RUN)
+                    )
+                ).all()
+            run: list[int] = []
+            for row_id, due, lease_until in rows:  # in order, up to the first that must wait
+                if due > now or (lease_until is not None and lease_until >= now):
+                    break
+                run.append(row_id)
+            leased = await self._lease(select(o.id).where(o.id.in_(run)), now) if run else []
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the sender loop claims the lane's next row on its next poll
+            log.exception("outbox_claim_failed lane=%s", row.lane)
+            return None
+        if [r.id for r in leased] != run[: len(leased)]:  # some were taken meanwhile: keep the order
+            await self._release([r.id for r in leased])
+            return None
+        ahead.extend(leased[1:])
+        return leased[0] if leased else None
+
+    async def _release(self, row_ids: Sequence[int]) -> None:
+        async with self._sessions() as session:
+            await session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id.in_(row_ids), OutboxMessage.status == OutboxStatus.PENDING.value)
+                .values(lease_owner=None, lease_until=None)
+            )
+            await session.commit()
+        self._wake.set()
 
     async def _hold_again(self, row: OutboxMessage, failures: int) -> bool:
         """Wait (capped backoff) until the database answers again, renewing the row's lease. False when the
@@ -413,7 +492,7 @@ class Outbox:
                 sent = row.status == OutboxStatus.SENT.value
                 self._finished(row_id, sent, (row.sent_message_id if sent else row.error) or "")
 
-    async def _deliver(self, row: OutboxMessage) -> bool | None:
+    async def _deliver(self, row: OutboxMessage, marking: list[asyncio.Task[None]]) -> bool | None:
         """Send one row. True when it is done with (sent, or failed for good): its lane may go on. False when
         it waits for a later attempt (released with its backoff). None when the database failed on the way:
         the row is still leased by this claim and should be tried again as soon as the database is back."""
@@ -436,7 +515,8 @@ class Outbox:
                     return False
                 await self._give_up(row, _describe(exc), detail=exc.detail())
                 return True
-            await self._mark_sent(row, str(data.get("message_id", "")) or row.target_message_id)
+            sent_id = str(data.get("message_id", "")) or row.target_message_id
+            marking.append(asyncio.create_task(self._mark_sent(row, sent_id)))
             return True
         except asyncio.CancelledError:
             raise
@@ -490,26 +570,8 @@ class Outbox:
     ) -> bool:
         """Move the row and write its ``ws_outbound`` entry in one transaction (a stop between the two
         would leave a sent reply without its log entry). False when the row was no longer ours to move."""
-        about: dict[str, Any] = {"kind": row.kind, "outbox_id": row.id}
-        if row.kind == "card_update":
-            about["message_id"] = row.target_message_id
-        else:
-            about.update(chat_id=row.chat_id, reply_to=row.target_message_id or None)
         async with self._sessions() as session:
-            result = await session.execute(
-                update(OutboxMessage).where(where).values(lease_owner=None, lease_until=None, **values)
-            )
-            moved = bool(getattr(result, "rowcount", 1))
-            if moved:
-                record(
-                    session,
-                    connector_id=row.connector_id,
-                    action=LogAction.WS_OUTBOUND,
-                    level=level,
-                    ok=ok,
-                    **about,
-                    **detail,
-                )
+            moved = await _move(session, row, where, values, ok=ok, level=level, **detail)
             await session.commit()
         return moved
 
@@ -517,23 +579,55 @@ class Outbox:
         return and_(OutboxMessage.id == row.id, OutboxMessage.lease_owner == row.lease_owner)
 
     async def _mark_sent(self, row: OutboxMessage, message_id: str) -> None:
-        now = utcnow()
-        attempts = row.attempts + 1
-        # Not only while leased: Feishu took it, so it is sent, whoever holds the row now.
-        still_pending = and_(OutboxMessage.id == row.id, OutboxMessage.status == OutboxStatus.PENDING.value)
-        values = {
-            "status": OutboxStatus.SENT.value,
-            "sent_message_id": message_id,
-            "sent_at": now,
-            "attempts": attempts,
-        }
-        detail = {} if row.kind == "card_update" else {"message_id": message_id}  # a PATCH's is in ``about``
-        if await self._settle(
-            row, still_pending, values, ok=True, level=LogLevel.INFO, attempts=attempts, **detail
-        ):
+        """Feishu took it: the row is sent, with its ``ws_outbound`` entry (rows sent together share a
+        transaction). While the database is away it is tried again; the lane waits for it."""
+        failures = 0
+        while True:
+            try:
+                moved = await self._marks.submit((row, message_id))
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # pending meanwhile: should another sender take it, its uuid finds this send
+                failures += 1
+                log.warning("outbox_mark_sent_failed outbox_id=%s (database away)", row.id)
+                await asyncio.sleep(min(MAX_RETRY_HOLD_SECONDS, 0.25 * 2.0 ** min(failures - 1, 6)))
+        if moved:
             metrics.OUTBOX_SENT.labels(row.kind).inc()
-            metrics.OUTBOX_SEND_LATENCY.observe((now - row.created_at).total_seconds())
+            metrics.OUTBOX_SEND_LATENCY.observe((utcnow() - row.created_at).total_seconds())
         self._finished(row.id, True, message_id)
+
+    async def _mark_batch(self, sent: Sequence[tuple[OutboxMessage, str]]) -> list[bool]:
+        now = utcnow()
+        async with self._sessions() as session:
+            moved = []
+            for row, message_id in sent:
+                attempts = row.attempts + 1
+                # Not only while leased: Feishu took it, so it is sent, whoever holds the row now.
+                still_pending = and_(
+                    OutboxMessage.id == row.id, OutboxMessage.status == OutboxStatus.PENDING.value
+                )
+                values = {
+                    "status": OutboxStatus.SENT.value,
+                    "sent_message_id": message_id,
+                    "sent_at": now,
+                    "attempts": attempts,
+                }
+                detail = {} if row.kind == "card_update" else {"message_id": message_id}  # a PATCH's: about
+                moved.append(
+                    await _move(
+                        session,
+                        row,
+                        still_pending,
+                        values,
+                        ok=True,
+                        level=LogLevel.INFO,
+                        attempts=attempts,
+                        **detail,
+                    )
+                )
+            await session.commit()
+        return moved
 
     async def _retry_later(self, row: OutboxMessage, exc: FeishuError) -> None:
         attempts = row.attempts + 1
@@ -599,6 +693,45 @@ class Outbox:
         if not count or oldest is None:
             return 0, 0.0
         return int(count), max(0.0, (utcnow() - oldest).total_seconds())
+
+
+async def _move(
+    session: AsyncSession,
+    row: OutboxMessage,
+    where: Any,
+    values: dict[str, Any],
+    *,
+    ok: bool,
+    level: LogLevel,
+    **detail: Any,
+) -> bool:
+    """Move the row (giving up its lease) and add its ``ws_outbound`` entry, in the caller's transaction.
+    False when the row was no longer there to move."""
+    result = await session.execute(
+        update(OutboxMessage).where(where).values(lease_owner=None, lease_until=None, **values)
+    )
+    moved = bool(getattr(result, "rowcount", 1))
+    if moved:
+        record(
+            session,
+            connector_id=row.connector_id,
+            action=LogAction.WS_OUTBOUND,
+            level=level,
+            ok=ok,
+            **_about(row),
+            **detail,
+        )
+    return moved
+
+
+def _about(row: OutboxMessage) -> dict[str, Any]:
+    """What a row's ``ws_outbound`` entry says it was."""
+    about: dict[str, Any] = {"kind": row.kind, "outbox_id": row.id}
+    if row.kind == "card_update":
+        about["message_id"] = row.target_message_id
+    else:
+        about.update(chat_id=row.chat_id, reply_to=row.target_message_id or None)
+    return about
 
 
 async def prune_outbox(session: AsyncSession, *, max_age: timedelta) -> int:

@@ -1,8 +1,8 @@
 """HTTP callback mode: Feishu POSTs events here instead of the long connection.
 
-Only translates: decrypt and authenticate the request, answer url_verification, then hand the event to the
-bridge's one dispatch (messages after answering, card callbacks inside the answer). A bad payload is a 4xx,
-never a 500.
+Only translates: decrypt and authenticate the request, answer url_verification, then hand the typed event to
+the bridge's seam (``on_event`` before answering; ``answer_card``, whose answer is the response). A bad
+payload is a 4xx, never a 500.
 
 Closed unless the connector turns ``callback_enabled`` on. Card actions (which decide approvals) are
 taken only from signed requests, and a signed request is accepted once: its signature is remembered for the
@@ -12,7 +12,6 @@ connector and reason per interval (with a count), so a flood cannot fill the int
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import logging
@@ -34,7 +33,6 @@ from echocenter.feishu.callback_guard import RejectionThrottle, first_sighting
 from echocenter.feishu.connector_config import get_connector, list_connectors, read_secret
 from echocenter.feishu.deps import BridgeDep, CallbackRejectionsDep
 from echocenter.feishu.events import EventParseError, parse_event
-from echocenter.feishu.longconn.client import CARD_TIMEOUT_TOAST
 from echocenter.integration_logs.service import LogAction, record_now
 from echocenter.logging_setup import log_event
 from echocenter.runtime import Runtime
@@ -86,6 +84,7 @@ async def _open(
     """The plaintext event and its checked X-Lark-Signature (None: the request was not signed).
 
     With an encrypt key the body must be encrypted and, but for Feishu's url_verification, signed."""
+
     body = _json(raw)
     encrypt_key = read_secret(runtime.secrets, connector, "encrypt_key")
     if not encrypt_key:
@@ -120,17 +119,11 @@ def _same_token(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())  # constant time: no timing oracle
 
 
-async def _handle(
-    request: Request,
-    connector: FeishuConnector,
-    raw: bytes,
-    runtime: Runtime,
-    *,
-    bridge: FeishuBridge,
-    rejections: RejectionThrottle,
-) -> JSONResponse:
-    async def reject(exc: EchoCenterError) -> EchoCenterError:
-        return await _reject(rejections, runtime, connector.id, exc)
+async def _authenticate(
+    request: Request, connector: FeishuConnector, raw: bytes, runtime: Runtime, reject: Reject
+) -> tuple[dict[str, Any], str | None]:
+    """The plaintext body, once the connector takes callbacks and the request proved it speaks for Feishu,
+    and its checked signature (None: the request was not signed). Every refusal is logged (throttled)."""
 
     if not connector.callback_enabled:
         raise await reject(
@@ -149,35 +142,44 @@ async def _handle(
         async with runtime.sessions() as session:
             if not await first_sighting(session, connector_id=connector.id, signature=signature):
                 raise await reject(NotAuthenticated("this signed request was seen before: replay refused"))
+    return body, signature
+
+
+async def _handle(
+    request: Request,
+    connector: FeishuConnector,
+    raw: bytes,
+    runtime: Runtime,
+    *,
+    bridge: FeishuBridge,
+    rejections: RejectionThrottle,
+) -> JSONResponse:
+    async def reject(exc: EchoCenterError) -> EchoCenterError:
+        return await _reject(rejections, runtime, connector.id, exc)
+
+    body, signature = await _authenticate(request, connector, raw, runtime, reject)
     if body.get("type") == "url_verification":
         challenge = body.get("challenge")
         if not isinstance(challenge, str):
             raise InvalidRequest("url_verification without a challenge", field="challenge")
         return JSONResponse({"challenge": challenge})
-
     try:
         event = parse_event(body)
     except EventParseError as exc:
-        raise await reject(InvalidRequest(f"unreadable event: {exc}")) from exc
+        unreadable = InvalidRequest(f"unreadable event: {exc}")
+        raise await reject(unreadable) from exc
     if isinstance(event, CardActionEvent):
         if signature is None:
             # The verification token alone is a shared secret anyone on the tenant's side may hold; a click
             # decides what runs, so it must come signed with the encrypt key.
-            raise await reject(
-                NotAuthenticated(
-                    "card actions over the HTTP callback must be signed: set an encrypt key on the connector"
-                )
+            refusal = NotAuthenticated(
+                "card actions over the HTTP callback must be signed: set an encrypt key on the connector"
             )
-        try:
-            answer = await asyncio.wait_for(
-                bridge.dispatch_card(connector.id, body), timeout=runtime.settings.feishu_card_deadline
-            )
-        except TimeoutError:
-            answer = CARD_TIMEOUT_TOAST
-        return JSONResponse(answer or {})
+            raise await reject(refusal)
+        return JSONResponse(await bridge.answer_card(connector.id, event))
     # Answer only once the event is durable (claimed): if it cannot be stored this raises (HTTP 500), and
     # Feishu delivers it again. The Butler's work runs after the answer.
-    await bridge.dispatch(connector.id, body, transport="callback")
+    await bridge.on_event(connector.id, event, transport="callback")
     return JSONResponse({})
 
 

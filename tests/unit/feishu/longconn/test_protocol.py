@@ -11,11 +11,12 @@ from echocenter.feishu.longconn import frames
 from echocenter.feishu.longconn.frames import Frame, FrameMethod
 from echocenter.feishu.longconn.protocol import (
     ClientConfig,
+    DiscoveryRefused,
     Reassembler,
     ack_frame,
     backoff,
-    classify_discovery,
-    classify_handshake,
+    classify_error,
+    handshake_refused,
     ping_frame,
     pong_config,
 )
@@ -76,7 +77,7 @@ def test_pong_config_applies_server_values_and_keeps_the_rest() -> None:
         headers=[("type", "pong")], payload=json.dumps({"PingInterval": 5, "ReconnectCount": 3}).encode()
     )
     config = pong_config(pong, ClientConfig())
-    assert (config.ping_interval, config.reconnect_count, config.reconnect_interval) == (5, 3, 120)
+    assert (config.ping_interval, config.reconnect_interval) == (5, 120)
     assert pong_config(Frame(payload=b"not json"), config) == config
     assert pong_config(Frame(), config) == config
 
@@ -90,16 +91,20 @@ def test_backoff_starts_random_grows_and_is_capped() -> None:
 
 
 def test_discovery_codes_are_retryable_or_fatal() -> None:
-    assert not classify_discovery(1, "system busy").fatal
-    assert not classify_discovery(1000040343, "internal").fatal
-    assert classify_discovery(1000040344, "no credential").fatal
+    assert not classify_error(DiscoveryRefused(1, "system busy")).fatal
+    assert not classify_error(DiscoveryRefused(1000040343, "internal")).fatal
+    assert classify_error(DiscoveryRefused(1000040344, "no credential")).fatal
 
 
 def test_handshake_refusals() -> None:
-    too_many = classify_handshake(
-        401, {"handshake-status": "514", "handshake-msg": "exceed", "handshake-autherrcode": "1000040350"}
+    too_many = classify_error(
+        handshake_refused(
+            401, {"handshake-status": "514", "handshake-msg": "exceed", "handshake-autherrcode": "1000040350"}
+        )
     )
-    assert too_many.fatal and "exceed" in str(too_many)
-    assert classify_handshake(403, {"handshake-status": "403", "handshake-msg": "forbidden"}).fatal
-    assert not classify_handshake(401, {"handshake-status": "514", "handshake-msg": "ticket"}).fatal
-    assert not classify_handshake(502, {}).fatal
+    assert too_many.fatal and "exceed" in too_many.why
+    forbidden = handshake_refused(403, {"handshake-status": "403", "handshake-msg": "forbidden"})
+    assert classify_error(forbidden).fatal
+    ticket = handshake_refused(401, {"handshake-status": "514", "handshake-msg": "ticket"})
+    assert not classify_error(ticket).fatal
+    assert not classify_error(handshake_refused(502, {})).fatal

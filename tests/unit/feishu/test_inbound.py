@@ -7,14 +7,16 @@ import asyncio
 from collections import Counter
 from datetime import timedelta
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from echocenter.db.engine import make_engine
-from echocenter.db.models import InboundStatus
+from echocenter.db.models import FeishuConnector, InboundStatus, IntegrationLog
 from echocenter.feishu.inbound import InboundPipeline, Outcome
 from echocenter.feishu.policy import FilterReason
-from tests.feishu.conftest import dm, inbox_rows
 from tests.support.databases import Database
+from tests.support.events import dm
+from tests.unit.feishu.conftest import inbox_rows
 
 LEASE = timedelta(seconds=30)
 
@@ -89,3 +91,64 @@ async def test_an_unknown_connector_is_not_claimed(engine: AsyncEngine, connecto
     admission = await pipeline(engine).admit(connector_id=connector_id + 1, event=dm(), bot_open_id=None)
     assert admission.outcome is Outcome.UNKNOWN_CONNECTOR
     assert await inbox_rows(engine) == []
+
+
+async def log_entries(engine: AsyncEngine) -> list[tuple[str, str | None]]:
+    async with AsyncSession(engine) as session:
+        rows = await session.scalars(select(IntegrationLog).order_by(IntegrationLog.id))
+        return [(row.action, row.detail.get("reason")) for row in rows]
+
+
+async def set_connector(engine: AsyncEngine, connector_id: int, **values: object) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(update(FeishuConnector).where(FeishuConnector.id == connector_id).values(**values))
+
+
+async def test_a_disabled_connectors_message_is_filtered_and_not_claimed(
+    engine: AsyncEngine, connector_id: int
+) -> None:
+    await set_connector(engine, connector_id, enabled=False)
+    event = dm()
+    stopped = await pipeline(engine).admit(connector_id=connector_id, event=event, bot_open_id=None)
+    assert stopped.outcome is Outcome.FILTERED and stopped.reason is FilterReason.CONNECTOR_DISABLED
+    assert await inbox_rows(engine) == []  # not "seen": Feishu's redelivery after enabling is answered
+    await set_connector(engine, connector_id, enabled=True)
+    again = await pipeline(engine).admit(connector_id=connector_id, event=event, bot_open_id=None)
+    assert again.outcome is Outcome.ADMITTED
+
+
+async def test_a_policy_stop_is_claimed_so_its_redelivery_is_a_silent_duplicate(
+    engine: AsyncEngine, connector_id: int
+) -> None:
+    await set_connector(engine, connector_id, allow_dm=False)
+    admit, event = pipeline(engine).admit, dm()
+    first = await admit(connector_id=connector_id, event=event, bot_open_id=None)
+    second = await admit(connector_id=connector_id, event=event, bot_open_id=None)
+    assert first.outcome is Outcome.FILTERED and first.reason is FilterReason.DM_DISABLED
+    assert second.outcome is Outcome.DUPLICATE
+    [row] = await inbox_rows(engine)
+    assert row.status == InboundStatus.FILTERED.value and row.reason == FilterReason.DM_DISABLED.value
+    assert await log_entries(engine) == [("ws_filtered", "dm_disabled")]  # one entry: the duplicate is silent
+
+
+async def test_the_same_message_twice_in_one_batch_is_admitted_once(
+    engine: AsyncEngine, connector_id: int
+) -> None:
+    admit, event = pipeline(engine).admit, dm("twice")
+    outcomes = await asyncio.gather(
+        *(admit(connector_id=connector_id, event=event, bot_open_id=None) for _ in "ab")
+    )
+    assert sorted(o.outcome for o in outcomes) == sorted([Outcome.ADMITTED, Outcome.DUPLICATE])
+    assert len(await inbox_rows(engine)) == 1
+    assert await log_entries(engine) == [("ws_routed", None)]
+
+
+async def test_every_stop_but_a_duplicate_is_logged_with_its_reason(
+    engine: AsyncEngine, connector_id: int
+) -> None:
+    admit = pipeline(engine).admit
+    admissions = [
+        await admit(connector_id=connector_id, event=dm(f"m{i}"), bot_open_id=None) for i in range(6)
+    ]
+    assert [a.outcome for a in admissions] == [Outcome.ADMITTED] * 5 + [Outcome.FILTERED]
+    assert await log_entries(engine) == [("ws_routed", None)] * 5 + [("ws_filtered", "rate_limited")]

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from itertools import pairwise
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from echocenter.feishu.pacing import HEADROOM, Quota, per_minute, per_second, schedule
-
-
-def most_in_any_window(times: list[float], window: float) -> int:
-    times = sorted(times)
-    return max((i - bisect_left(times, t - window + 1e-9) + 1 for i, t in enumerate(times)), default=0)
+from tests.support.windows import most_in_any_window
 
 
 def run(quotas_for: list[list[Quota]], arrivals: list[float]) -> list[float]:

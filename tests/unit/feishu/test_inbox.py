@@ -17,8 +17,9 @@ from echocenter.db.models import InboundStatus
 from echocenter.db.types import utcnow
 from echocenter.feishu.inbound import InboundPipeline, Outcome
 from echocenter.feishu.inbox import Inbox
-from tests.feishu.conftest import dm, inbox_rows
 from tests.support.databases import Database
+from tests.support.events import dm
+from tests.unit.feishu.conftest import inbox_rows
 
 LEASE = timedelta(seconds=30)
 

@@ -1,37 +1,12 @@
 from __future__ import annotations
 
-import json
-from dataclasses import replace
-
 from hypothesis import given
 from hypothesis import strategies as st
 
 from echocenter.feishu.events import Mention, MessageEvent, UserIds
 from echocenter.feishu.policy import Allowed, Filtered, FilterReason, PolicySettings, evaluate
-from echocenter.feishu.text import extract_text, strip_prefix
-
-BOT = "ou_bot"
-ALICE = UserIds("ou_alice", "alice", "on_alice")
-
-
-def message(
-    text: str = "@_user_1 hello", *, chat_type: str = "group", mention_bot: bool = True, **overrides: object
-) -> MessageEvent:
-    mentions = (Mention("@_user_1", UserIds(BOT), "Bot"),) if mention_bot else ()
-    event = MessageEvent(
-        event_id="e1",
-        app_id="cli_x",
-        token="",
-        message_id="om_1",
-        chat_id="oc_ops",
-        chat_type=chat_type,
-        message_type="text",
-        content=json.dumps({"text": text}),
-        sender=ALICE,
-        sender_type="user",
-        mentions=mentions,
-    )
-    return replace(event, **overrides)  # type: ignore[arg-type]
+from echocenter.feishu.text import strip_prefix
+from tests.support.events import BOT, message
 
 
 def test_a_plain_mention_in_a_group_is_allowed_with_the_placeholder_removed() -> None:
@@ -94,31 +69,6 @@ def test_prefix_is_stripped_case_insensitively_and_as_a_whole_word() -> None:
     assert evaluate(settings, message("@_user_1 /BOT run x uptime"), BOT) == Allowed("run x uptime")
     assert evaluate(settings, message("@_user_1 /botany"), BOT) == Filtered(FilterReason.PREFIX_NOT_MATCHED)
     assert strip_prefix("anything", "") == "anything"
-
-
-def test_post_messages_are_flattened_without_the_bot() -> None:
-    post = {
-        "zh_cn": {
-            "title": "Deploy",
-            "content": [
-                [
-                    {"tag": "at", "user_id": "@_user_1", "user_name": "Bot"},
-                    {"tag": "text", "text": " run "},
-                    {"tag": "a", "text": "docs", "href": "https://x"},
-                ],
-                [{"tag": "at", "user_id": "@_user_2", "user_name": "Bob"}, {"tag": "text", "text": " fyi"}],
-            ],
-        }
-    }
-    mentions = (Mention("@_user_1", UserIds(BOT), "Bot"), Mention("@_user_2", UserIds("ou_bob"), "Bob"))
-    event = message(message_type="post", content=json.dumps(post), mentions=mentions)
-    assert extract_text(event, BOT) == "Deploy\nrun docs\n@Bob fyi"
-
-
-def test_placeholders_do_not_eat_longer_ones() -> None:
-    mentions = tuple(Mention(f"@_user_{i}", UserIds(f"ou_{i}"), f"U{i}") for i in range(1, 11))
-    event = message("@_user_10 and @_user_1", mention_bot=False, mentions=mentions)
-    assert extract_text(event, BOT) == "@U10 and @U1"
 
 
 def test_broken_content_is_empty_text() -> None:
