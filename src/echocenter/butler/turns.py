@@ -174,10 +174,11 @@ class Turns:
             columns = (v.connector_id, v.chat_id, v.open_id, v.thread_id)
             rows = await conn.execute(select(v.id, *columns).where(tuple_(*columns).in_(missing)))
             found = {(c, ch, o, th): i for i, c, ch, o, th in rows}
+            ids = {k: found[k] if k in found else self._ids[k] for k in keys}
             if len(self._ids) + len(found) > MAX_REMEMBERED_CONVERSATIONS:
                 self._ids.clear()
             self._ids.update(found)
-            return {k: found.get(k) or self._ids[k] for k in keys}
+            return ids
         return {k: self._ids[k] for k in keys}
 
     async def _write_batch(self, turns: Sequence[NewTurn]) -> list[int]:

@@ -137,6 +137,7 @@ class Outbox:
         self._unsure_tokens: set[str] = set()  # claims a database error interrupted (see _lease)
         self._writes = Batcher(self._write_batch)
         self._marks = Batcher(self._mark_batch)
+        self._draining: dict[tuple[int, str], int] = {}  # lanes being drained here (how many drains)
 
     # --- writing and waiting ------------------------------------------------------------------------
     async def enqueue(self, rows: Sequence[NewRow]) -> list[int]:
@@ -197,7 +198,8 @@ class Outbox:
                 for row_id in fresh:
                     self._waiters.pop(row_id, None)
                 raise
-        self._wake.set()
+        if any((r.connector_id, r.lane) not in self._draining for r in rows):
+            self._wake.set()  # a lane being drained picks its new rows up itself (``_next_run``)
         return [[ids[(r.connector_id, r.uuid)] for r in group] for group in groups]
 
     async def wait_sent(self, row_ids: Sequence[int]) -> list[str]:
@@ -397,6 +399,10 @@ class Outbox:
         A row whose delivery broke on the database (away, or a connection cut mid-way) is still ours: it is
         tried again here once the database answers, rather than left under its lease until that runs out —
         the lease would hold up its whole lane (every later reply in the chat) for ``LEASE_SECONDS``."""
+        if row is None:
+            return
+        lane = (row.connector_id, row.lane)
+        self._draining[lane] = self._draining.get(lane, 0) + 1
         failures = 0
         ahead: list[OutboxMessage] = []
         marking: list[asyncio.Task[None]] = []
@@ -421,6 +427,10 @@ class Outbox:
                 marking.clear()
                 row = await self._next_run(row, ahead)
         finally:
+            self._draining[lane] -= 1
+            if not self._draining[lane]:
+                del self._draining[lane]
+                self._wake.set()  # rows written as the lane ran dry are claimed by the sender loop
             await asyncio.gather(*marking, return_exceptions=True)
             if ahead:  # not sent by this run (a row before them waits): free for whoever comes next
                 with contextlib.suppress(Exception):
