@@ -9,7 +9,7 @@ import sys
 import uvicorn
 
 from echocenter.app import create_app
-from echocenter.butler.interface import InboundMessage
+from echocenter.contracts import InboundMessage
 from echocenter.settings import Settings
 
 

@@ -143,7 +143,7 @@ async def _create_admin(username: str, password: str, role: str) -> None:
 
 
 def _admin_create(args: argparse.Namespace) -> int:
-    from echocenter.auth.rules import password_problem, username_problem
+    from echocenter.credential_rules import password_problem, username_problem
     from echocenter.errors import Conflict, InvalidRequest
 
     problem = username_problem(args.username)

@@ -2,7 +2,7 @@
 
 Labels carry only bounded, non-secret values (transports, outcomes, filter reasons, Feishu codes, states),
 never user text, ids or secrets. Gauges that describe stored state (outbox depth, approvals, long
-connections) are read from the database when /metrics is scraped (api/metrics.py), so every instance reports
+connections) are read from the database when /metrics is scraped (metrics_api.py), so every instance reports
 the same truth. The instruments live in a registry of their own, not the process-wide default.
 """
 

@@ -1,4 +1,7 @@
-"""What the running service shares between requests and background tasks (held on ``app.state``)."""
+"""What the running service shares between requests and background tasks (held on ``app.state``).
+
+Only what every layer may use: it sits below them all (the password hasher lives with auth, on
+``app.state.passwords``)."""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ from dataclasses import dataclass
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from echocenter.auth.passwords import Passwords
 from echocenter.secretbox import SecretBox
 from echocenter.settings import Settings
 
@@ -18,5 +20,4 @@ class Runtime:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     secrets: SecretBox
-    passwords: Passwords
     http: httpx.AsyncClient  # one pooled client for every call to Feishu

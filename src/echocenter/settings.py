@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from echocenter.auth.rules import password_problem, username_problem
+from echocenter.credential_rules import password_problem, username_problem
 from echocenter.filemodes import make_private, make_private_dir, write_private
 
 # Values people paste from tutorials; refused as JWT_SECRET anywhere but development.
@@ -153,7 +153,7 @@ class Settings(BaseSettings):
             self.password_hash_memory_kib < 19_456 or self.password_hash_time_cost < 2
         ):
             raise ValueError("PASSWORD_HASH_MEMORY_KIB must be >= 19456 and PASSWORD_HASH_TIME_COST >= 2")
-        # The first admin follows the rules of every other way to set a password (auth/rules.py).
+        # The first admin follows the rules of every other way to set a password (credential_rules.py).
         for variable, value, problem_of in (
             ("INITIAL_ADMIN_USER", self.initial_admin_user, username_problem),
             ("INITIAL_ADMIN_PASS", self.initial_admin_pass, password_problem),

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from fastapi import APIRouter
 
-from echocenter.api.deps import CurrentAdmin
 from echocenter.app import create_app
+from echocenter.auth.deps import CurrentAdmin
 from tests.conftest import Server, make_settings
 from tests.support.databases import Database
 from tests.support.live import serve

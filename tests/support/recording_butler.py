@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from echocenter.butler.interface import InboundMessage
+from echocenter.contracts import InboundMessage
 
 
 @dataclass

@@ -1,35 +1,51 @@
-"""FastAPI dependencies as Annotated aliases: SessionDep, RuntimeDep, BridgeDep, CurrentUser, CurrentAdmin."""
+"""FastAPI dependencies as Annotated aliases for what every router shares: RuntimeDep, SettingsDep,
+SessionDep, SessionsDep, BusDep; and ``from_app_state``, with which each domain declares its own services.
+
+This module sits low (it imports no domain package): the routers of every domain import it, so it must not
+import them back. A domain's service deps live in that domain (``feishu/deps.py``: BridgeDep…), the user
+deps in ``auth/deps.py`` (CurrentUser, CurrentAdmin). app.py's wiring is what puts them on ``app.state``;
+no router reads ``request.app.state`` itself.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from echocenter.auth.tokens import read_token, stamps_match
-from echocenter.db.models import Role, User
-from echocenter.errors import NotAuthenticated, PermissionDenied
-from echocenter.feishu.bridge import FeishuBridge
+from echocenter.cluster.bus import EventBus
 from echocenter.runtime import Runtime
+from echocenter.settings import Settings
 
 
-def get_runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
+def from_app_state(name: str) -> Any:
+    """``Depends`` on ``app.state.<name>``; the Annotated alias that uses it declares the type."""
+
+    def read(request: Request) -> Any:
+        return getattr(request.app.state, name)
+
+    read.__name__ = f"app_state_{name}"
+    return Depends(read)
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+RuntimeDep = Annotated[Runtime, from_app_state("runtime")]
+BusDep = Annotated[EventBus, from_app_state("bus")]
 
 
-def get_bridge(request: Request) -> FeishuBridge:
-    bridge: FeishuBridge = request.app.state.bridge
-    return bridge
+def get_settings(runtime: RuntimeDep) -> Settings:
+    return runtime.settings
 
 
-BridgeDep = Annotated[FeishuBridge, Depends(get_bridge)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_sessions(runtime: RuntimeDep) -> async_sessionmaker[AsyncSession]:
+    return runtime.sessions
+
+
+SessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessions)]
 
 
 async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
@@ -38,33 +54,3 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
-
-_bearer = HTTPBearer(auto_error=False, description="JWT from POST /api/auth/login")
-
-
-async def get_current_user(
-    runtime: RuntimeDep,
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> User:
-    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
-        raise NotAuthenticated("missing bearer token")
-    claims = read_token(credentials.credentials, secret=runtime.settings.jwt_secret)
-    # The role is read from the database, not the token: a demoted or removed user loses access at once. The
-    # stamp binds the token to this user identity and its current sessions (see auth/tokens.py).
-    user = await session.get(User, claims.user_id)
-    if user is None or not user.is_active or not stamps_match(user.token_stamp, claims.stamp):
-        raise NotAuthenticated("this token was revoked or its user no longer exists: log in again")
-    return user
-
-
-CurrentUser = Annotated[User, Depends(get_current_user)]
-
-
-async def get_current_admin(user: CurrentUser) -> User:
-    if user.role != Role.ADMIN.value:
-        raise PermissionDenied("this action requires the ADMIN role")
-    return user
-
-
-CurrentAdmin = Annotated[User, Depends(get_current_admin)]

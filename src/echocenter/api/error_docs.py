@@ -14,15 +14,13 @@ What only the route knows (409 conflict, 429 lock-out, 400 from a service) it de
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import BaseModel, Field
-
-from echocenter.api.deps import get_current_admin, get_current_user
 
 __all__ = ["ErrorBody", "errors", "install_error_docs"]
 
@@ -82,15 +80,17 @@ def _calls(dependant: Dependant) -> Iterator[Callable[..., Any] | None]:
         stack.extend(current.dependencies)
 
 
-def _implied_errors(route: Any, method: str) -> set[int]:
+# A dependency whose presence on a route implies an error, e.g. the current user's: 401 (handed over by
+# app.py: the auth deps sit above this module).
+DependencyErrors = Mapping[Callable[..., Any], int]
+
+
+def _implied_errors(route: Any, method: str, by_dependency: DependencyErrors) -> set[int]:
     codes = {422}
     if method in {"POST", "PUT", "PATCH"}:
         codes |= {400, 413}
     calls = set(_calls(route.dependant))
-    if get_current_user in calls:
-        codes.add(401)
-    if get_current_admin in calls:
-        codes.add(403)
+    codes |= {code for dependency, code in by_dependency.items() if dependency in calls}
     if route.dependant.path_params:
         codes.add(404)
     return codes
@@ -103,7 +103,7 @@ def _error_response(code: int) -> dict[str, Any]:
     }
 
 
-def _document(spec: dict[str, Any], app: FastAPI) -> None:
+def _document(spec: dict[str, Any], app: FastAPI, by_dependency: DependencyErrors) -> None:
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     body_schema = ErrorBody.model_json_schema(
         ref_template="#/components/schemas/{model}", mode="serialization"
@@ -119,7 +119,7 @@ def _document(spec: dict[str, Any], app: FastAPI) -> None:
             if operation is None:
                 continue
             responses = operation.setdefault("responses", {})
-            for code in sorted(_implied_errors(context, method)):
+            for code in sorted(_implied_errors(context, method, by_dependency)):
                 # A route's own declaration stands; FastAPI's 422 describes its default body, not ours.
                 if str(code) not in responses or code == 422:
                     responses[str(code)] = _error_response(code)
@@ -127,15 +127,16 @@ def _document(spec: dict[str, Any], app: FastAPI) -> None:
         schemas.pop(name, None)
 
 
-def install_error_docs(app: FastAPI) -> None:
-    """Documents every route's errors in the OpenAPI document when it is built."""
+def install_error_docs(app: FastAPI, *, by_dependency: DependencyErrors) -> None:
+    """Documents every route's errors in the OpenAPI document when it is built; ``by_dependency`` names the
+    dependencies that imply one (e.g. ``{get_current_user: 401}``)."""
     build = app.openapi
     documented: list[dict[str, Any]] = []  # the document last completed (FastAPI rebuilds on new routes)
 
     def openapi() -> dict[str, Any]:
         spec = build()
         if not documented or documented[0] is not spec:
-            _document(spec, app)
+            _document(spec, app, by_dependency)
             documented[:] = [spec]
         return spec
 

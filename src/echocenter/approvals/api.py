@@ -6,11 +6,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import StreamingResponse
 
-from echocenter.api.deps import CurrentAdmin, SessionDep
+from echocenter.api.deps import SessionDep, SessionsDep
 from echocenter.approvals import export, store, timeline, votes
+from echocenter.approvals.deps import WorkflowDep
 from echocenter.approvals.schemas import (
     ApprovalDetail,
     ApprovalOut,
@@ -21,15 +22,10 @@ from echocenter.approvals.schemas import (
     approval_out,
 )
 from echocenter.approvals.states import ApprovalStatus
-from echocenter.approvals.workflow import ApprovalWorkflow
+from echocenter.auth.deps import CurrentAdmin
 
 router = APIRouter(prefix="/api/approvals", tags=["approvals"])
 ApprovalId = Annotated[int, Path(ge=1, le=2**31 - 1)]
-
-
-def _workflow(request: Request) -> ApprovalWorkflow:
-    workflow: ApprovalWorkflow = request.app.state.workflow
-    return workflow
 
 
 @router.get("", response_model=list[ApprovalOut], summary="Approvals, pending first")
@@ -48,7 +44,7 @@ async def list_approvals(
 async def export_approvals(
     _: CurrentAdmin,
     session: SessionDep,
-    request: Request,
+    sessions: SessionsDep,
     format: Literal["csv", "jsonl"] = "jsonl",
     status: ApprovalStatus | None = None,
     from_: Annotated[
@@ -58,7 +54,6 @@ async def export_approvals(
 ) -> StreamingResponse:
     # The stream reads with sessions of its own: hand back the request's connection (SQLite pools one).
     await session.close()
-    sessions = request.app.state.runtime.sessions
     filters: dict[str, Any] = {"status": status, "since": from_, "until": to}
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     if format == "csv":
@@ -89,11 +84,11 @@ async def read_approval(approval_id: ApprovalId, _: CurrentAdmin, session: Sessi
 
 @router.post("/{approval_id}/decision", response_model=DecisionOut, summary="Approve or reject")
 async def decide(
-    approval_id: ApprovalId, body: DecisionIn, admin: CurrentAdmin, session: SessionDep, request: Request
+    approval_id: ApprovalId, body: DecisionIn, admin: CurrentAdmin, session: SessionDep, workflow: WorkflowDep
 ) -> DecisionOut:
     await store.get(session, approval_id)  # 404 before anything else
     await session.close()
-    outcome = await _workflow(request).decide_by_admin(
+    outcome = await workflow.decide_by_admin(
         approval_id, approve=body.decision == "approve", admin=admin.username, reason=body.reason
     )
     return DecisionOut(decided=outcome.won, approval=approval_out(outcome.approval))

@@ -12,9 +12,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from echocenter.approvals import copies, store, votes
+from echocenter.approvals.cards import approval_card
 from echocenter.approvals.policy import approvers_for, delivery_of
 from echocenter.db.models import Approval, FeishuConnector
-from echocenter.feishu.cards import approval_card
 from echocenter.feishu.outbound import Outbound, OutboundError
 from echocenter.feishu.untrusted import inert
 

@@ -14,19 +14,18 @@ from sqlalchemy import select
 
 from echocenter.agents.hub import AgentHub, AgentOffline, CommandResult
 from echocenter.approvals import copies, store, timeline, votes
+from echocenter.approvals.cards import NOTE_FIELD, raw
 from echocenter.approvals.delivery import CardDelivery
 from echocenter.approvals.policy import refusal
 from echocenter.approvals.reminders import ReminderSweep
 from echocenter.approvals.states import ApprovalStatus
 from echocenter.approvals.timeline import EventKind
-from echocenter.butler.interface import InboundMessage
 from echocenter.cluster.bus import EventBus, InProcessBus
 from echocenter.cluster.presence import online_agents
+from echocenter.contracts import CardActionEvent, InboundMessage
 from echocenter.db.models import Approval, FeishuConnector, LogLevel
 from echocenter.db.types import utcnow
-from echocenter.feishu.cards import NOTE_FIELD, raw
 from echocenter.feishu.contacts import ContactDirectory
-from echocenter.feishu.events import CardActionEvent
 from echocenter.feishu.outbound import Outbound, OutboundError
 from echocenter.feishu.untrusted import inert
 from echocenter.integration_logs.service import LogAction, record_now

@@ -1,2 +1,2 @@
-"""Users, password hashing, login throttling and JWTs (the ``CurrentUser`` / ``CurrentAdmin`` dependencies
-built on them live in api/deps.py)."""
+"""Users, password hashing, login throttling and JWTs; ``deps.py`` turns them into the ``CurrentUser`` /
+``CurrentAdmin`` dependencies."""

@@ -4,9 +4,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response, status
 
-from echocenter.api.deps import CurrentAdmin, CurrentUser, RuntimeDep, SessionDep
+from echocenter.api.deps import SessionDep, SettingsDep
 from echocenter.api.error_docs import errors
 from echocenter.auth import service
+from echocenter.auth.deps import CurrentAdmin, CurrentUser, PasswordsDep
 from echocenter.auth.schemas import LoginRequest, LoginResponse, UserCreate, UserOut, UserUpdate
 from echocenter.auth.tokens import issue_token
 
@@ -27,12 +28,11 @@ def _client_address(request: Request) -> str:
     responses=errors(401, 429),
 )
 async def login(
-    body: LoginRequest, request: Request, runtime: RuntimeDep, session: SessionDep
+    body: LoginRequest, request: Request, settings: SettingsDep, passwords: PasswordsDep, session: SessionDep
 ) -> LoginResponse:
-    settings = runtime.settings
     user = await service.authenticate(
         session,
-        passwords=runtime.passwords,
+        passwords=passwords,
         username=body.username,
         password=body.password,
         client=_client_address(request),
@@ -81,9 +81,11 @@ async def list_users(_: CurrentAdmin, session: SessionDep) -> list[UserOut]:
     summary="Create a user",
     responses=errors(409),
 )
-async def create_user(body: UserCreate, _: CurrentAdmin, runtime: RuntimeDep, session: SessionDep) -> UserOut:
+async def create_user(
+    body: UserCreate, _: CurrentAdmin, passwords: PasswordsDep, session: SessionDep
+) -> UserOut:
     user = await service.create_user(
-        session, passwords=runtime.passwords, username=body.username, password=body.password, role=body.role
+        session, passwords=passwords, username=body.username, password=body.password, role=body.role
     )
     return UserOut.model_validate(user)
 
@@ -94,11 +96,11 @@ async def create_user(body: UserCreate, _: CurrentAdmin, runtime: RuntimeDep, se
     summary="Disable/enable a user, change the role or set a new password (409 for the last active admin)",
 )
 async def update_user(
-    user_id: UserId, body: UserUpdate, _: CurrentAdmin, runtime: RuntimeDep, session: SessionDep
+    user_id: UserId, body: UserUpdate, _: CurrentAdmin, passwords: PasswordsDep, session: SessionDep
 ) -> UserOut:
     user = await service.update_user(
         session,
-        passwords=runtime.passwords,
+        passwords=passwords,
         user_id=user_id,
         disabled=body.disabled,
         role=body.role,

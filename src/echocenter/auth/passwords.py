@@ -18,7 +18,7 @@ from anyio import to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from echocenter.auth.rules import MIN_PASSWORD_LENGTH
+from echocenter.credential_rules import MIN_PASSWORD_LENGTH
 from echocenter.errors import TooManyRequests
 
 if TYPE_CHECKING:

@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from echocenter.auth import throttle
 from echocenter.auth.passwords import Passwords
-from echocenter.auth.rules import normalize_username, password_problem, username_problem
 from echocenter.auth.tokens import new_token_stamp
+from echocenter.credential_rules import normalize_username, password_problem, username_problem
 from echocenter.db.models import Role, User
 from echocenter.db.types import utcnow
 from echocenter.errors import Conflict, InvalidRequest, NotAuthenticated, NotFound, TooManyRequests

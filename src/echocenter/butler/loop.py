@@ -41,9 +41,9 @@ from echocenter.approvals.states import FINAL, ApprovalStatus
 from echocenter.approvals.workflow import ApprovalWorkflow
 from echocenter.butler.brains import Brain, BrainContext, BrainReply, ToolCall, Turn
 from echocenter.butler.command_check import problem_with, unknown_agent
-from echocenter.butler.interface import InboundMessage
 from echocenter.butler.memory import fit
 from echocenter.butler.thinking import think
+from echocenter.contracts import InboundMessage
 from echocenter.db.models import (
     Approval,
     ButlerLoop,

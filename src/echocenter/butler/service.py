@@ -16,11 +16,11 @@ from echocenter.agents.hub import AgentHub
 from echocenter.approvals.workflow import ApprovalWorkflow
 from echocenter.butler.brains import Brain, BrainContext, CommandRequest
 from echocenter.butler.command_check import problem_with, unknown_agent
-from echocenter.butler.interface import InboundMessage
 from echocenter.butler.loop import AgentLoop, Spawn
 from echocenter.butler.snapshot import Snapshot, SnapshotReader
 from echocenter.butler.thinking import think
 from echocenter.butler.turns import NewTurn, Turns
+from echocenter.contracts import InboundMessage
 from echocenter.db.models import LogLevel
 from echocenter.feishu.attachments import AttachmentReader, Attachments
 from echocenter.feishu.outbound import Outbound

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from echocenter import metrics
 from echocenter.butler.brains import Brain, BrainContext, BrainError, BrainReply
-from echocenter.butler.interface import InboundMessage
+from echocenter.contracts import InboundMessage
 from echocenter.db.models import LogLevel
 from echocenter.feishu.streaming import CardStream
 from echocenter.integration_logs.service import LogAction, record_now

@@ -23,7 +23,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from echocenter.butler.brains import Turn
-from echocenter.butler.interface import InboundMessage
+from echocenter.contracts import InboundMessage
 from echocenter.db.batching import Batcher
 from echocenter.db.models import Conversation, ConversationTurn
 from echocenter.db.types import utcnow

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.convertors import StringConvertor, register_url_convertor
 
-from echocenter.api.deps import BridgeDep, CurrentAdmin, RuntimeDep, SessionDep
+from echocenter.api.deps import RuntimeDep, SessionDep
 from echocenter.api.error_docs import errors
+from echocenter.auth.deps import CurrentAdmin
 from echocenter.connectors import service
 from echocenter.connectors.schemas import (
     ConnectorList,
@@ -26,6 +27,7 @@ from echocenter.connectors.schemas import (
 from echocenter.db.models import FeishuConnector, LogLevel
 from echocenter.errors import InvalidRequest
 from echocenter.feishu.bridge import FeishuBridge
+from echocenter.feishu.deps import BridgeDep, OutboundDep
 from echocenter.feishu.doctor import diagnose_connector
 from echocenter.integration_logs import service as logs
 from echocenter.integration_logs.schemas import LogEntryOut, LogPageOut
@@ -214,12 +216,12 @@ async def connector_logs(
     "inbound message. Logged as ws_outbound.",
 )
 async def test_message(
-    connector_id: ConnectorId, body: TestMessage, _: CurrentAdmin, session: SessionDep, request: Request
+    connector_id: ConnectorId, body: TestMessage, _: CurrentAdmin, session: SessionDep, outbound: OutboundDep
 ) -> TestMessageSent:
     connector = await service.get_connector(session, connector_id)
     chat_id, ids = await service.send_test_message(
         session,
-        sender=request.app.state.outbound,
+        sender=outbound,
         connector=connector,
         chat_id=body.chat_id,
         text=body.text,

@@ -16,7 +16,12 @@ from echocenter.connectors.schemas import ConnectorOut, ConnectorSettings
 from echocenter.connectors.status import StatusView, status_view
 from echocenter.db.models import FeishuConnector, InboundMessage, LogLevel
 from echocenter.db.types import utcnow
-from echocenter.errors import Conflict, ConnectorNotVerified, InvalidRequest, NotFound
+from echocenter.errors import Conflict, ConnectorNotVerified, InvalidRequest
+
+# get_connector and list_connectors are the admin API's too (service.get_connector): re-exported explicitly.
+from echocenter.feishu.connector_config import get_connector as get_connector
+from echocenter.feishu.connector_config import list_connectors as list_connectors
+from echocenter.feishu.connector_config import read_secret
 from echocenter.feishu.openapi import FeishuError, request_tenant_token
 from echocenter.integration_logs.service import LogAction, record
 from echocenter.runtime import Runtime
@@ -78,11 +83,6 @@ async def outs(
     return [to_out(c, view) for c in connectors]
 
 
-def read_secret(box: SecretBox, connector: FeishuConnector, name: str) -> str | None:
-    token: str | None = getattr(connector, f"{name}_enc")
-    return box.decrypt(token) if token is not None else None
-
-
 def _store_secret(box: SecretBox, connector: FeishuConnector, name: str, value: str | None) -> None:
     value = value or None  # "" clears, like null
     setattr(connector, f"{name}_enc", box.encrypt(value) if value else None)
@@ -96,17 +96,6 @@ async def _app_id_must_be_unique(session: AsyncSession) -> AsyncIterator[None]:
     except IntegrityError as exc:
         await session.rollback()
         raise Conflict("another connector already uses this App ID", field="app_id") from exc
-
-
-async def list_connectors(session: AsyncSession) -> list[FeishuConnector]:
-    return list(await session.scalars(select(FeishuConnector).order_by(FeishuConnector.id)))
-
-
-async def get_connector(session: AsyncSession, connector_id: int) -> FeishuConnector:
-    connector = await session.get(FeishuConnector, connector_id)
-    if connector is None:
-        raise NotFound(f"connector {connector_id} does not exist")
-    return connector
 
 
 async def create_connector(

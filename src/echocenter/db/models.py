@@ -50,7 +50,7 @@ def _new_token_stamp() -> str:
 class User(Base):
     __tablename__ = "users"
     __table_args__ = (
-        # Usernames are case-insensitive (auth/rules.py normalize_username): Admin and admin are one user.
+        # Usernames are case-insensitive (credential_rules.normalize_username): Admin and admin are one user.
         Index("uq_users_username_lower", text("lower(username)"), unique=True),
         NO_ID_REUSE,
     )

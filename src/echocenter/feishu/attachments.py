@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from typing import Any
 
-from echocenter.butler.interface import InboundMessage
+from echocenter.contracts import InboundMessage
+from echocenter.feishu.apps import FeishuApps
 from echocenter.feishu.openapi import FeishuError, OpenApiClient
 from echocenter.feishu.text import Resource, resources_of
 from echocenter.feishu.untrusted import inert
@@ -57,8 +57,10 @@ def _as_text(data: bytes) -> str | None:
 
 
 class AttachmentReader:
-    def __init__(self, clients: Any, *, vision: bool, image_max_bytes: int, file_max_bytes: int) -> None:
-        self._clients = clients  # anything with .openapi(connector_id) (the bridge)
+    def __init__(
+        self, clients: FeishuApps, *, vision: bool, image_max_bytes: int, file_max_bytes: int
+    ) -> None:
+        self._clients = clients
         self._vision = vision
         self._image_max = image_max_bytes
         self._file_max = file_max_bytes

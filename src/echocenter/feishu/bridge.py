@@ -14,8 +14,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -23,10 +21,9 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from echocenter import metrics
-from echocenter.butler.interface import Butler
 from echocenter.cluster.bus import EventBus, InProcessBus
 from echocenter.cluster.upsert import upsert
-from echocenter.connectors.service import read_secret
+from echocenter.contracts import CardActionEvent, CardHandler, MessageHandler
 from echocenter.db.models import (
     ConnectorInstanceStatus,
     FeishuConnector,
@@ -34,9 +31,10 @@ from echocenter.db.models import (
     LogLevel,
 )
 from echocenter.db.types import utcnow
+from echocenter.feishu.apps import FeishuApp, FeishuApps
 from echocenter.feishu.card_answer import answer_within
+from echocenter.feishu.connector_config import read_secret
 from echocenter.feishu.events import (
-    CardActionEvent,
     EventParseError,
     MessageEvent,
     OtherEvent,
@@ -53,7 +51,6 @@ from echocenter.taskset import TaskSet
 
 log = logging.getLogger(__name__)
 
-CardHandler = Callable[[int, CardActionEvent], Awaitable[dict[str, Any]]]
 LAST_EVENT_WRITE_INTERVAL = 1.0
 BOT_ID_TIMEOUT = 5.0
 
@@ -65,29 +62,14 @@ _STATE_LOG = {
 }
 
 
-async def no_pending_decision(_connector_id: int, _event: CardActionEvent) -> dict[str, Any]:
-    return {"toast": {"type": "info", "content": "There is nothing to decide on this card."}}
-
-
-@dataclass
-class _App:
-    """What the bridge keeps per connector: its Open API client, bot identity and live connection."""
-
-    fingerprint: tuple[str, str]
-    openapi: OpenApiClient
-    bot_open_id: str | None = None
-    connection: asyncio.Task[None] | None = None
-    last_event_write: float = 0.0
-    bot_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-
 class FeishuBridge:
     def __init__(
         self,
         runtime: Runtime,
         *,
-        butler: Butler,
-        card_handler: CardHandler = no_pending_decision,
+        apps: FeishuApps,
+        butler: MessageHandler,
+        card_handler: CardHandler,
         bus: EventBus | None = None,
     ) -> None:
         self._runtime = runtime
@@ -95,9 +77,9 @@ class FeishuBridge:
         self._bus = bus or InProcessBus(runtime.settings.resolved_instance_id)
         self._instance_id = self._bus.instance_id
         self._known: dict[int, Any] = {}  # connector id -> updated_at last reconciled (the slow catch-up)
-        self.butler = butler
-        self.card_handler = card_handler
-        self._apps: dict[int, _App] = {}
+        self._butler = butler
+        self._card_handler = card_handler
+        self._apps = apps
         owner = instance_name()
         lease = timedelta(seconds=self._settings.inbox_lease_seconds)
         self._pipeline = InboundPipeline(runtime.engine, lease=lease, owner=owner)
@@ -136,7 +118,7 @@ class FeishuBridge:
 
     async def stop(self) -> None:
         async with self._lock:
-            for connector_id in list(self._apps):
+            for connector_id in self._apps:
                 await self._stop_connection(connector_id)
             self._apps.clear()
         await self._tasks.stop()
@@ -154,7 +136,7 @@ class FeishuBridge:
             if credentials is None:
                 if current:
                     await self._stop_connection(connector_id)
-                    del self._apps[connector_id]
+                    self._apps.remove(connector_id)
                     await self._write_status(connector_id, ConnState.DISCONNECTED, None)
                 return
             app_id, secret = credentials
@@ -165,7 +147,7 @@ class FeishuBridge:
                 return
             if current:
                 await self._stop_connection(connector_id)
-            app = _App(
+            app = FeishuApp(
                 fingerprint,
                 OpenApiClient(
                     self._runtime.http,
@@ -176,7 +158,7 @@ class FeishuBridge:
                     reload_credentials=lambda: self._credentials_refused(connector_id),
                 ),
             )
-            self._apps[connector_id] = app
+            self._apps.put(connector_id, app)
             if self._settings.feishu_ws_enabled:
                 self._start_connection(connector_id, app)
 
@@ -196,7 +178,7 @@ class FeishuBridge:
         self._spawn(self.connector_changed(connector_id))
         return await self._stored_credentials(connector_id)
 
-    def _start_connection(self, connector_id: int, app: _App) -> None:
+    def _start_connection(self, connector_id: int, app: FeishuApp) -> None:
         app_id, secret = app.fingerprint
         client = LongConnClient(
             app_id=app_id,
@@ -221,10 +203,6 @@ class FeishuBridge:
     @property
     def instance_id(self) -> str:
         return self._instance_id
-
-    def openapi(self, connector_id: int) -> OpenApiClient | None:
-        app = self._apps.get(connector_id)
-        return app.openapi if app else None
 
     # --- status -------------------------------------------------------------------------------------
     async def _on_state(self, connector_id: int, change: StateChange) -> None:
@@ -332,7 +310,7 @@ class FeishuBridge:
         if admission.outcome is Outcome.ADMITTED:
             assert admission.row_id is not None and admission.message is not None
             work = Work(admission.row_id, InboundStatus.RECEIVED, admission.message)
-            self._spawn(self._inbox.drive(work, self.butler))
+            self._spawn(self._inbox.drive(work, self._butler))
         return admission
 
     async def answer_card(self, connector_id: int, event: CardActionEvent) -> dict[str, Any]:
@@ -341,7 +319,7 @@ class FeishuBridge:
         # Not awaited: under the card deadline, the handler must start before any other database work.
         self._spawn(self._touch_last_event(connector_id))
         return await answer_within(
-            self.card_handler(connector_id, event), self._settings.feishu_card_deadline
+            self._card_handler(connector_id, event), self._settings.feishu_card_deadline
         )
 
     async def from_long_connection(self, connector_id: int, payload: bytes) -> dict[str, Any] | None:
@@ -378,4 +356,4 @@ class FeishuBridge:
 
     async def redrive(self) -> None:
         """The inbox sweep (periodic, and at start-up): finish what was left behind, here or elsewhere."""
-        await self._inbox.sweep(self.butler, self._spawn)
+        await self._inbox.sweep(self._butler, self._spawn)

@@ -8,12 +8,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from echocenter.db.models import LogLevel
+from echocenter.feishu.apps import FeishuApps
 from echocenter.feishu.openapi import FeishuError, OpenApiClient
 from echocenter.integration_logs.service import LogAction, record_now
 
@@ -25,10 +25,10 @@ NAME_LIMIT = 128
 
 class ContactDirectory:
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], clients: Any, *, ttl_seconds: float
+        self, sessions: async_sessionmaker[AsyncSession], clients: FeishuApps, *, ttl_seconds: float
     ) -> None:
         self._sessions = sessions
-        self._clients = clients  # anything with .openapi(connector_id) -> OpenApiClient | None (the bridge)
+        self._clients = clients
         self._ttl = ttl_seconds
         self._cache: OrderedDict[tuple[int, str], tuple[str, float]] = OrderedDict()
         self._refusal_logged: set[int] = set()

@@ -20,9 +20,9 @@ from typing import Any
 
 import httpx
 
-from echocenter.connectors.service import read_secret
 from echocenter.db.models import FeishuConnector
 from echocenter.errors import UpstreamError
+from echocenter.feishu.connector_config import read_secret
 from echocenter.feishu.openapi import FeishuError, request_tenant_token
 from echocenter.secretbox import SecretBox
 from echocenter.settings import Settings

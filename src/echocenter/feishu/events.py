@@ -1,4 +1,5 @@
-"""Typed inbound events, built the same way from the long connection and the HTTP callback."""
+"""Typed inbound events, built the same way from the long connection and the HTTP callback (a card click
+and the identities in it are contract types: contracts.py)."""
 
 from __future__ import annotations
 
@@ -6,29 +7,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from echocenter.contracts import CardActionEvent, UserIds
 from echocenter.errors import MalformedData
 
 
 class EventParseError(MalformedData):
     """A payload that is not a Feishu event we can read."""
-
-
-@dataclass(frozen=True, slots=True)
-class UserIds:
-    open_id: str = ""
-    user_id: str = ""
-    union_id: str = ""
-
-    @classmethod
-    def parse(cls, data: Any) -> UserIds:
-        if not isinstance(data, dict):
-            return cls()
-        return cls(
-            str(data.get("open_id") or ""), str(data.get("user_id") or ""), str(data.get("union_id") or "")
-        )
-
-    def matches_any(self, ids: set[str]) -> bool:
-        return any(v and v in ids for v in (self.open_id, self.user_id, self.union_id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,20 +39,6 @@ class MessageEvent:
     parent_id: str = ""
     thread_id: str = ""
     create_time: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class CardActionEvent:
-    event_id: str
-    app_id: str
-    token: str  # verification token (v2 header.token)
-    operator: UserIds
-    value: dict[str, Any]
-    tag: str
-    form_value: dict[str, Any] | None
-    card_token: str  # "c-…", for a delayed update
-    open_message_id: str
-    open_chat_id: str
 
 
 @dataclass(frozen=True, slots=True)

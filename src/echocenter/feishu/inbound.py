@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from echocenter.butler.interface import InboundMessage
+from echocenter.contracts import InboundMessage
 from echocenter.db.batching import Batcher
 from echocenter.db.models import FeishuConnector, InboundRateWindow, InboundStatus, IntegrationLog
 from echocenter.db.models import InboundMessage as InboundRow

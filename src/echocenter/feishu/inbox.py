@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from echocenter.butler.interface import Butler, InboundMessage
+from echocenter.contracts import InboundMessage, MessageHandler
 from echocenter.db.batching import Batcher
 from echocenter.db.models import UNFINISHED, InboundStatus, IntegrationLog, LogLevel
 from echocenter.db.models import InboundMessage as InboundRow
@@ -91,7 +91,7 @@ class Inbox:
         self._driving: set[int] = set()
 
     # --- driving one message ------------------------------------------------------------------------
-    async def drive(self, work: Work, butler: Butler) -> InboundStatus | None:
+    async def drive(self, work: Work, butler: MessageHandler) -> InboundStatus | None:
         """Take the message to answered. On failure it is left for a later re-drive (nothing is lost)."""
         if work.row_id in self._driving:
             return None
@@ -224,7 +224,7 @@ class Inbox:
                 .values(lease_until=utcnow() + self._lease)
             )
 
-    async def sweep(self, butler: Butler, spawn: Spawn) -> int:
+    async def sweep(self, butler: MessageHandler, spawn: Spawn) -> int:
         """Renew this instance's leases, then take up and drive what was left behind. Returns how many."""
         await self.renew()
         taken = await self.take_expired()

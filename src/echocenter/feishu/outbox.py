@@ -153,25 +153,7 @@ class Outbox:
         now = utcnow()
         rows = [row for group in groups for row in group]
         insert = (pg_insert if self._postgres else sqlite_insert)(OutboxMessage)
-        values = [
-            {
-                "connector_id": row.connector_id,
-                "lane": row.lane,
-                "kind": row.kind,
-                "chat_id": row.chat_id,
-                "target_message_id": row.target_message_id,
-                "msg_type": row.msg_type,
-                "receive_id_type": row.receive_id_type,
-                "reply_in_thread": row.in_thread,
-                "content": row.content,
-                "uuid": row.uuid,
-                "status": OutboxStatus.PENDING.value,
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-            }
-            for row in rows
-        ]
+        values = [_insert_values(row, now) for row in rows]
         o = OutboxMessage
         async with self._sessions() as session:
             # In the order queued (multi-row VALUES): ids, and so each lane's order, follow it.
@@ -761,3 +743,23 @@ def text_content(text: str) -> str:
 
 def card_content(card: dict[str, Any]) -> str:
     return json.dumps(card, ensure_ascii=False)
+
+
+def _insert_values(row: NewRow, now: datetime) -> dict[str, Any]:
+    """The columns of a new pending row."""
+    return {
+        "connector_id": row.connector_id,
+        "lane": row.lane,
+        "kind": row.kind,
+        "chat_id": row.chat_id,
+        "target_message_id": row.target_message_id,
+        "msg_type": row.msg_type,
+        "receive_id_type": row.receive_id_type,
+        "reply_in_thread": row.in_thread,
+        "content": row.content,
+        "uuid": row.uuid,
+        "status": OutboxStatus.PENDING.value,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }

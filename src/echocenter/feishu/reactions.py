@@ -4,16 +4,16 @@ answer is posted. Best effort: a reaction that cannot be added or removed never 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
+from echocenter.feishu.apps import FeishuApps
 from echocenter.feishu.openapi import FeishuError, OpenApiClient
 
 log = logging.getLogger(__name__)
 
 
 class Reactions:
-    def __init__(self, clients: Any) -> None:
-        self._clients = clients  # anything with .openapi(connector_id) (the bridge)
+    def __init__(self, clients: FeishuApps) -> None:
+        self._clients = clients
 
     def _client(self, connector_id: int) -> OpenApiClient | None:
         client: OpenApiClient | None = self._clients.openapi(connector_id)

@@ -39,9 +39,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from echocenter.butler.interface import InboundMessage
+from echocenter.contracts import InboundMessage
 from echocenter.db.models import LogLevel, StreamedReply
 from echocenter.db.types import utcnow
+from echocenter.feishu.apps import FeishuApps
 from echocenter.feishu.openapi import RATE_LIMIT_CODES, FeishuError, OpenApiClient
 from echocenter.feishu.outbound import Outbound, OutboundError
 from echocenter.feishu.untrusted import inert_markdown
@@ -301,14 +302,14 @@ class CardStreams:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
-        clients: Any,
+        clients: FeishuApps,
         outbound: Outbound,
         *,
         first_update_after: float = 0.3,
         min_interval: float = 0.15,
     ) -> None:
         self._sessions = sessions
-        self._clients = clients  # anything with .openapi(connector_id) (the bridge)
+        self._clients = clients
         self.outbound = outbound
         self._first_after = first_update_after
         self._interval = min_interval

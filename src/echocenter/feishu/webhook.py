@@ -16,6 +16,7 @@ import hmac
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
@@ -23,13 +24,15 @@ from fastapi.responses import JSONResponse
 
 from echocenter.api.deps import RuntimeDep, SessionDep
 from echocenter.api.error_docs import errors
-from echocenter.connectors.service import get_connector, list_connectors, read_secret
+from echocenter.contracts import CardActionEvent
 from echocenter.db.models import FeishuConnector, LogLevel
 from echocenter.errors import EchoCenterError, InvalidRequest, NotAuthenticated, NotFound, PermissionDenied
 from echocenter.feishu import callback_crypto, callback_docs
 from echocenter.feishu.bridge import FeishuBridge
 from echocenter.feishu.callback_guard import RejectionThrottle, first_sighting
-from echocenter.feishu.events import CardActionEvent, EventParseError, parse_event
+from echocenter.feishu.connector_config import get_connector, list_connectors, read_secret
+from echocenter.feishu.deps import BridgeDep, CallbackRejectionsDep
+from echocenter.feishu.events import EventParseError, parse_event
 from echocenter.integration_logs.service import LogAction, record_now
 from echocenter.logging_setup import log_event
 from echocenter.runtime import Runtime
@@ -43,18 +46,13 @@ class CallbackDisabled(PermissionDenied):
     code = "callback_disabled"
 
 
-def _throttle(request: Request, runtime: Runtime) -> RejectionThrottle:
-    throttle: RejectionThrottle | None = getattr(request.app.state, "callback_rejections", None)
-    if throttle is None:
-        throttle = RejectionThrottle(runtime.settings.feishu_callback_reject_log_seconds)
-        request.app.state.callback_rejections = throttle
-    return throttle
+Reject = Callable[[EchoCenterError], Awaitable[EchoCenterError]]  # logs (throttled), returns it to raise
 
 
 async def _reject(
-    request: Request, runtime: Runtime, connector_id: int, exc: EchoCenterError
+    rejections: RejectionThrottle, runtime: Runtime, connector_id: int, exc: EchoCenterError
 ) -> EchoCenterError:
-    repeats = _throttle(request, runtime).admit(connector_id, exc.message)
+    repeats = rejections.admit(connector_id, exc.message)
     if repeats is not None:
         await record_now(
             runtime.sessions,
@@ -81,14 +79,11 @@ def _json(raw: bytes) -> dict[str, Any]:
 
 
 async def _open(
-    request: Request, raw: bytes, connector: FeishuConnector, runtime: Runtime
+    request: Request, raw: bytes, connector: FeishuConnector, runtime: Runtime, reject: Reject
 ) -> tuple[dict[str, Any], str | None]:
     """The plaintext event and its checked X-Lark-Signature (None: the request was not signed).
 
     With an encrypt key the body must be encrypted and, but for Feishu's url_verification, signed."""
-
-    async def reject(exc: EchoCenterError) -> EchoCenterError:
-        return await _reject(request, runtime, connector.id, exc)
 
     body = _json(raw)
     encrypt_key = read_secret(runtime.secrets, connector, "encrypt_key")
@@ -125,13 +120,10 @@ def _same_token(given: str, expected: str) -> bool:
 
 
 async def _authenticate(
-    request: Request, connector: FeishuConnector, raw: bytes, runtime: Runtime
+    request: Request, connector: FeishuConnector, raw: bytes, runtime: Runtime, reject: Reject
 ) -> tuple[dict[str, Any], str | None]:
     """The plaintext body, once the connector takes callbacks and the request proved it speaks for Feishu,
     and its checked signature (None: the request was not signed). Every refusal is logged (throttled)."""
-
-    async def reject(exc: EchoCenterError) -> EchoCenterError:
-        return await _reject(request, runtime, connector.id, exc)
 
     if not connector.callback_enabled:
         raise await reject(
@@ -143,7 +135,7 @@ async def _authenticate(
         raise await reject(
             NotAuthenticated("callback mode needs a verification token or an encrypt key on the connector")
         )
-    body, signature = await _open(request, raw, connector, runtime)
+    body, signature = await _open(request, raw, connector, runtime, reject)
     if expected and not _same_token(_token_of(body), expected):
         raise await reject(NotAuthenticated("verification token does not match"))
     if signature is not None:
@@ -153,8 +145,19 @@ async def _authenticate(
     return body, signature
 
 
-async def _handle(request: Request, connector: FeishuConnector, raw: bytes, runtime: Runtime) -> JSONResponse:
-    body, signature = await _authenticate(request, connector, raw, runtime)
+async def _handle(
+    request: Request,
+    connector: FeishuConnector,
+    raw: bytes,
+    runtime: Runtime,
+    *,
+    bridge: FeishuBridge,
+    rejections: RejectionThrottle,
+) -> JSONResponse:
+    async def reject(exc: EchoCenterError) -> EchoCenterError:
+        return await _reject(rejections, runtime, connector.id, exc)
+
+    body, signature = await _authenticate(request, connector, raw, runtime, reject)
     if body.get("type") == "url_verification":
         challenge = body.get("challenge")
         if not isinstance(challenge, str):
@@ -164,8 +167,7 @@ async def _handle(request: Request, connector: FeishuConnector, raw: bytes, runt
         event = parse_event(body)
     except EventParseError as exc:
         unreadable = InvalidRequest(f"unreadable event: {exc}")
-        raise await _reject(request, runtime, connector.id, unreadable) from exc
-    bridge: FeishuBridge = request.app.state.bridge
+        raise await reject(unreadable) from exc
     if isinstance(event, CardActionEvent):
         if signature is None:
             # The verification token alone is a shared secret anyone on the tenant's side may hold; a click
@@ -173,7 +175,7 @@ async def _handle(request: Request, connector: FeishuConnector, raw: bytes, runt
             refusal = NotAuthenticated(
                 "card actions over the HTTP callback must be signed: set an encrypt key on the connector"
             )
-            raise await _reject(request, runtime, connector.id, refusal)
+            raise await reject(refusal)
         return JSONResponse(await bridge.answer_card(connector.id, event))
     # Answer only once the event is durable (claimed): if it cannot be stored this raises (HTTP 500), and
     # Feishu delivers it again. The Butler's work runs after the answer.
@@ -191,7 +193,12 @@ ConnectorId = Annotated[int, Path(ge=1, le=2**31 - 1)]
     openapi_extra=callback_docs.OPERATION,
 )
 async def callback_for(
-    connector_id: ConnectorId, request: Request, runtime: RuntimeDep, session: SessionDep
+    connector_id: ConnectorId,
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    bridge: BridgeDep,
+    rejections: CallbackRejectionsDep,
 ) -> JSONResponse:
     raw = await request.body()
     try:
@@ -203,7 +210,7 @@ async def callback_for(
         )
         raise
     await session.close()  # the work below opens sessions of its own
-    return await _handle(request, connector, raw, runtime)
+    return await _handle(request, connector, raw, runtime, bridge=bridge, rejections=rejections)
 
 
 @router.post(
@@ -212,12 +219,18 @@ async def callback_for(
     responses=errors(400, 401, 404),
     openapi_extra=callback_docs.OPERATION,
 )
-async def callback(request: Request, runtime: RuntimeDep, session: SessionDep) -> JSONResponse:
+async def callback(
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    bridge: BridgeDep,
+    rejections: CallbackRejectionsDep,
+) -> JSONResponse:
     raw = await request.body()
     connectors = await list_connectors(session)
     await session.close()
     if len(connectors) == 1:
-        return await _handle(request, connectors[0], raw, runtime)
+        return await _handle(request, connectors[0], raw, runtime, bridge=bridge, rejections=rejections)
     # Several connectors: find the one whose app the event names (decrypting with each key if need be),
     # among those that take callbacks at all.
     body = _json(raw)
@@ -231,6 +244,6 @@ async def callback(request: Request, runtime: RuntimeDep, session: SessionDep) -
                 continue
         header = plain.get("header") if isinstance(plain, dict) else None
         if isinstance(header, dict) and header.get("app_id") == connector.app_id:
-            return await _handle(request, connector, raw, runtime)
+            return await _handle(request, connector, raw, runtime, bridge=bridge, rejections=rejections)
     log_event(log, "unknown_connector", level=logging.WARNING, transport="callback")
     raise NotFound("no connector matches this callback: use /api/integrations/feishu/callback/{id}")

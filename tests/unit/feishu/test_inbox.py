@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from echocenter.butler.interface import InboundMessage
+from echocenter.contracts import InboundMessage
 from echocenter.db.engine import make_engine
 from echocenter.db.models import InboundMessage as InboundRow
 from echocenter.db.models import InboundStatus

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+from echocenter.approvals.cards import approval_card
 from echocenter.approvals.states import ApprovalStatus
 from echocenter.butler.command_check import problem_with
 from echocenter.db.models import Approval
 from echocenter.db.types import utcnow
 from echocenter.feishu.callback_guard import RejectionThrottle
-from echocenter.feishu.cards import approval_card
 from echocenter.feishu.untrusted import inert
 
 # Everything Feishu's card markdown would read as markup (issue 10, point 5).

@@ -1,4 +1,6 @@
-"""The rules every username and password follows, whichever path sets it (API, CLI, INITIAL_ADMIN_*)."""
+"""The rules every username and password follows, whichever path sets it (API, CLI, INITIAL_ADMIN_*).
+
+Below settings and auth alike: settings checks INITIAL_ADMIN_* with them, auth everything else."""
 
 from __future__ import annotations
 
