@@ -68,7 +68,7 @@ class ApprovalWorkflow:
         self._contacts = contacts
         self._cards = CardDelivery(runtime.sessions, outbound)
         self._reminders = ReminderSweep(runtime.sessions, runtime.settings, self._cards)
-        self.on_finished: OnFinished | None = None
+        self._on_finished: OnFinished | None = None
 
     async def name_of(self, connector_id: int | None, open_id: str) -> str:
         if self._contacts is None:
@@ -82,12 +82,19 @@ class ApprovalWorkflow:
             self._sessions, approval_id=approval.id, kind=kind, actor=actor, actor_name=name, **detail
         )
 
+    def tell_when_finished(self, listener: OnFinished) -> None:
+        """The layer above (the agent loop) hands its callable down here, once, as it is built: told of each
+        approval this instance moves to a final state; True means it answers the chat itself."""
+        if self._on_finished is not None:
+            raise RuntimeError("an approval outcome has one listener")
+        self._on_finished = listener
+
     async def _finished(self, approval: Approval) -> bool:
         """Tell the hook; a failing hook is logged and the chat still gets the raw outcome."""
-        if self.on_finished is None:
+        if self._on_finished is None:
             return False
         try:
-            return await self.on_finished(approval)
+            return await self._on_finished(approval)
         except Exception:
             log.exception("approval_on_finished_failed approval_id=%s", approval.id)
             return False

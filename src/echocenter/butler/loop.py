@@ -9,9 +9,10 @@ command in between.
 Durable like the inbox: the request is a ``butler_loops`` row (RUNNING while an instance holds its lease,
 WAITING on approvals, DONE), its tool calls are rows, and the conversation (tool calls and results too) is in
 ``conversation_turns``. An approval that reaches a final state wakes the loop through the workflow's
-``on_finished`` hook on whichever instance wrote it; a sweep on every instance picks up what a lost hook or a
-crash left behind. Taking a loop is one conditional UPDATE, so exactly one instance continues it. Every reply
-carries a deterministic Feishu ``uuid`` and every turn a unique key, so a second attempt is harmless.
+``tell_when_finished`` hook on whichever instance wrote it; a sweep on every instance picks up what a lost
+hook or a crash left behind. Taking a loop is one conditional UPDATE, so exactly one instance continues it.
+Every reply carries a deterministic Feishu ``uuid`` and every turn a unique key, so a second attempt is
+harmless.
 
 Bounds: at most ``butler_max_steps`` tool calls per request, a time budget per request, and results fed back
 tail first within ``butler_tool_output_chars``. When a bound is reached the model is told so and asked to
@@ -152,7 +153,7 @@ class AgentLoop:
         self._spawn = spawn
         self._owner = owner[:64]
         self._streams = streams
-        workflow.on_finished = self.approval_finished
+        workflow.tell_when_finished(self.approval_finished)
 
     @property
     def _lease(self) -> timedelta:
