@@ -139,7 +139,13 @@ async def test_quorum_two_of_three_with_a_repeated_vote_and_names(team: Stack) -
         ("ou_bob", "Bob", None),
         ("ou_carol", "Carol Wu", "looks fine"),
     ]
-    assert await kinds(story, approval["id"]) == [
+
+    async def timeline_with_result() -> list[str] | None:
+        # The final status is stored a moment before the ``result`` entry: wait for it, then compare all.
+        seen = await kinds(story, approval["id"])
+        return seen if seen[-1:] == ["result"] else None
+
+    assert await eventually(timeline_with_result) == [
         "requested",
         "card_sent",
         "vote",
