@@ -37,7 +37,7 @@ from echocenter.db.models import Agent
 from echocenter.db.types import utcnow
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _stack import free_port, rss_mib, wait_http
+from _stack import free_port, poll, rss_mib, wait_http
 
 CHECKPOINTS = (1_000, 5_000, 10_000)
 HEARTBEAT = json.dumps({"type": "heartbeat"})
@@ -194,10 +194,11 @@ async def main(agents: int, per_process: int, window: float, interval: float) ->
         try:
             await wait_http(url + "/api/health", 120)
             async with httpx.AsyncClient(base_url=url, timeout=10) as probe:  # 200 once migrated and serving
-                for _ in range(600):
-                    if (await probe.get("/api/health")).status_code == 200:
-                        break
-                    await asyncio.sleep(0.2)
+
+                async def serving() -> bool:
+                    return (await probe.get("/api/health")).status_code == 200
+
+                await poll(serving, 120)
             tokens = await register(Path(data_dir) / "echocenter.db", agents)
             async with httpx.AsyncClient(base_url=url, timeout=120) as http:
                 login = await http.post("/api/auth/login", json={"username": "bench", "password": password})
