@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 from _stack import EMULATOR_APP, peak_rss_mib, stack
+from prometheus_client.parser import text_string_to_metric_families
 
 HERE = Path(__file__).parent
 SDK_APP = {"app_id": "cli_bench_sdk", "app_secret": "bench-sdk-secret-0123456789"}
@@ -76,25 +77,25 @@ async def wait_answers(
         await asyncio.sleep(0.5)
 
 
-async def scrape(api: httpx.AsyncClient) -> dict[str, float]:
-    """The service's own counters and histogram buckets from /metrics (name{labels} → value)."""
-    values: dict[str, float] = {}
-    for line in (await api.get("/metrics")).text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return values
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-def histogram_quantile(
-    before: dict[str, float], after: dict[str, float], metric: str, q: float
-) -> float | None:
+async def scrape(api: httpx.AsyncClient) -> Samples:
+    """The service's own samples from /metrics, read by prometheus-client's parser: (name, labels) → value."""
+    text = (await api.get("/metrics")).text
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def histogram_quantile(before: Samples, after: Samples, metric: str, q: float) -> float | None:
     """Prometheus-style quantile (upper bucket bound, seconds) of what was observed between two scrapes."""
-    prefix = f'{metric}_bucket{{le="'
     buckets = sorted(
-        (float(name[len(prefix) : -2]), after[name] - before.get(name, 0.0))
-        for name in after
-        if name.startswith(prefix)
+        (float(dict(labels)["le"]), value - before.get((name, labels), 0.0))
+        for (name, labels), value in after.items()
+        if name == f"{metric}_bucket"
     )
     total = buckets[-1][1] if buckets else 0
     if not total:
@@ -201,7 +202,7 @@ async def main(count: int, rate: float, noop_butler: bool, chats: int) -> None:
         "ack_p99_ms": histogram_quantile(*scraped[0:2], "echocenter_ack_latency_seconds", 0.99),
         "answer_p99_ms": histogram_quantile(*scraped[0:2], "echocenter_answer_latency_seconds", 0.99),
     }
-    sent_key = 'echocenter_outbox_sent_total{kind="text"}'
+    sent_key = ("echocenter_outbox_sent_total", frozenset({("kind", "text")}))
     sent_max = scraped[3].get(sent_key, 0.0) - scraped[2].get(sent_key, 0.0)
 
     def fmt(value: Any, spec: str = ".1f") -> str:
